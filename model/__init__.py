@@ -1,0 +1,1 @@
+"""The Keras trainer. Never imports Apache Beam."""

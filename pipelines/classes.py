@@ -1,0 +1,81 @@
+"""`open-sandwiches classes`: find class names, see the hierarchy, check a selection.
+
+    open-sandwiches classes --search burger
+    open-sandwiches classes --tree Sandwich
+    open-sandwiches classes --classes Hamburger Sandwich --include_subclasses --json
+
+Works offline on the packaged V4 and V7 class lists and hierarchy. No Beam import.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.ontology import (ROOT_MID, ClassSelectionError, Ontology, UnknownClassError,
+                                build_label_set)
+from schemas import openimages
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="open-sandwiches classes", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", choices=openimages.VERSIONS, default="v7")
+    p.add_argument("--class_descriptions", help="class list CSV (default: packaged)")
+    p.add_argument("--hierarchy", help="hierarchy JSON (default: packaged)")
+    p.add_argument("--search", metavar="TEXT", help="classes whose name contains TEXT")
+    p.add_argument("--tree", metavar="NAME", nargs="?", const="Entity",
+                   help="indented subtree under NAME (default: the whole hierarchy)")
+    p.add_argument("--classes", nargs="+", default=[], help="resolve a selection into labels")
+    p.add_argument("--include_subclasses", action="store_true")
+    p.add_argument("--exclude", nargs="+", default=[])
+    p.add_argument("--relabel_to_parent", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+def run(args: argparse.Namespace) -> str:
+    """The command's output as text (JSON when --json)."""
+    ont = Ontology.load(args.version, args.class_descriptions, args.hierarchy)
+    selected: set[str] = set()
+    if args.classes:
+        label_set = build_label_set(ont, args.classes, args.include_subclasses, args.exclude,
+                                    args.relabel_to_parent)
+        selected = set(label_set.mid_to_index)
+        if args.tree is None and args.search is None:
+            if args.json:
+                return json.dumps(label_set.to_json(ont), indent=2)
+            lines = []
+            for i, label in enumerate(label_set.labels):
+                mids = [m for m in label_set.mids if label_set.mid_to_index[m] == i]
+                lines.append(f"{i}: {label} <- " + ", ".join(f"{ont.name(m)} ({m})" for m in mids))
+            return "\n".join(lines + [f"note: {n}" for n in label_set.notes])
+    if args.tree is not None:
+        root = ROOT_MID if args.tree.casefold() == "entity" else ont.resolve(args.tree)
+        if args.json:
+            return json.dumps(ont.tree_json(root), indent=2)
+        legend = ["(* = selected)"] if selected else []
+        return "\n".join(ont.tree_lines(root, selected) + legend)
+    mids = ont.search(args.search) if args.search is not None else sorted(
+        ont.names, key=lambda m: ont.names[m].casefold())
+    if args.json:
+        return json.dumps([{"mid": m, "name": ont.names[m]} for m in mids], indent=2)
+    if not mids:
+        hint = ont.suggest(args.search or "")
+        return f"no class contains {args.search!r}" + (f"; close: {', '.join(hint)}" if hint else "")
+    return "\n".join(f"{m:<12} {ont.names[m]}" for m in mids)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        print(run(args))
+    except (UnknownClassError, ClassSelectionError, FileNotFoundError,
+            openimages.TableFormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Records that flow between stages, and the files that hold them.
+
+`Box` and `ImageTask` are what the scan-and-join stage produces and the fetch/crop stages
+consume. `Failure` is the one shape of every failure record, in every stage: the project's
+invariant (every selected box ends as exactly one example or exactly one failure) is checked
+by counting these. `PLAN_SCHEMA` is the column contract of `plan.parquet`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pyarrow as pa
+
+SPLITS = ("train", "validation", "test")
+
+# Stages, as they appear in failure records and reports.
+STAGE_SCAN_BOXES = "scan_boxes"
+STAGE_SCAN_IMAGES = "scan_images"
+STAGE_JOIN = "join"
+
+# Failure reasons of the planning stages. Later stages add their own.
+REASON_BAD_ROW = "bad_row"              # a CSV line that does not parse into the table's columns
+REASON_BAD_BOX = "bad_box"              # NaN, out of range or inverted coordinates, bad flags
+REASON_BAD_IMAGE_ID = "bad_image_id"    # not 16 hex digits; could name a file outside the cache
+REASON_NO_IMAGE_ROW = "no_image_row"    # the box's ImageID is missing from the image table
+REASON_BAD_IMAGE_ROW = "bad_image_row"  # the image row is unusable (e.g. Rotation not 0/90/180/270)
+REASON_DUPLICATE_BOX = "duplicate_box"  # an identical box of the same class on the same image
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Box:
+    """One selected box, in the source photo's normalised coordinates (0..1).
+
+    The coordinates are in the frame of the photo *after* the table's Rotation has been
+    applied, as Open Images annotators saw it.
+    """
+
+    mid: str
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
+    is_occluded: int
+    is_truncated: int
+    is_group_of: int
+    is_depiction: int
+    is_inside: int
+    label: str = ""
+    label_index: int = -1
+    box_index: int = -1
+
+    def canonical_key(self) -> tuple:
+        """Identity of a box independent of row order and of the label set: used to order
+        an image's boxes (and so assign box_index) and to detect duplicates."""
+        return (self.mid, self.xmin, self.xmax, self.ymin, self.ymax, self.is_occluded,
+                self.is_truncated, self.is_group_of, self.is_depiction, self.is_inside)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRow:
+    """The image-table fields a build needs, with empty text as "" and unknown numbers as None."""
+
+    image_id: str
+    subset: str
+    original_url: str
+    landing_url: str
+    license: str
+    author_profile_url: str
+    author: str
+    title: str
+    original_size: int | None
+    original_md5: str
+    thumbnail_url: str
+    rotation: int | None
+    problem: str = ""  # non-empty: the row is unusable, and why
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTask:
+    """One source photo and its selected boxes: the unit of download and cropping."""
+
+    image: ImageRow
+    boxes: tuple[Box, ...]
+    split: str
+
+    @property
+    def image_id(self) -> str:
+        return self.image.image_id
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Failure:
+    """A record that something was not turned into an example, and why.
+
+    Attributes:
+      stage: where it failed (STAGE_* constants, or a later stage's name).
+      image_id: the photo, when known.
+      box_index: the box within the photo, or -1 when the failure concerns a row or a photo
+        before boxes were indexed.
+      url: the URL involved, when any.
+      reason: a short machine-readable reason (REASON_* constants).
+      detail: human-readable context (the offending text, the HTTP status, ...).
+      mid: the box's class MID, when known; lets reports count failures per class.
+    """
+
+    stage: str
+    image_id: str
+    box_index: int
+    url: str
+    reason: str
+    detail: str
+    mid: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> "Failure":
+        return cls(**json.loads(line))
+
+
+PLAN_SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("box_index", pa.int32()),
+    ("mid", pa.string()),
+    ("label", pa.string()),
+    ("label_index", pa.int32()),
+    ("xmin", pa.float32()),
+    ("xmax", pa.float32()),
+    ("ymin", pa.float32()),
+    ("ymax", pa.float32()),
+    ("is_occluded", pa.int8()),
+    ("is_truncated", pa.int8()),
+    ("is_group_of", pa.int8()),
+    ("is_depiction", pa.int8()),
+    ("is_inside", pa.int8()),
+    ("split", pa.string()),
+    ("original_url", pa.string()),
+    ("thumbnail_url", pa.string()),
+    ("original_md5", pa.string()),
+    ("original_size", pa.int64()),
+    ("rotation", pa.int16()),
+    ("license", pa.string()),
+    ("author", pa.string()),
+    ("author_profile_url", pa.string()),
+    ("title", pa.string()),
+    ("landing_url", pa.string()),
+])
+
+
+def plan_rows(task: ImageTask) -> list[dict[str, Any]]:
+    """Flatten a task into plan.parquet rows, one per box, in PLAN_SCHEMA's columns."""
+    img = task.image
+    return [{
+        "image_id": img.image_id, "box_index": b.box_index, "mid": b.mid, "label": b.label,
+        "label_index": b.label_index, "xmin": b.xmin, "xmax": b.xmax, "ymin": b.ymin,
+        "ymax": b.ymax, "is_occluded": b.is_occluded, "is_truncated": b.is_truncated,
+        "is_group_of": b.is_group_of, "is_depiction": b.is_depiction, "is_inside": b.is_inside,
+        "split": task.split, "original_url": img.original_url, "thumbnail_url": img.thumbnail_url,
+        "original_md5": img.original_md5, "original_size": img.original_size,
+        "rotation": img.rotation, "license": img.license, "author": img.author,
+        "author_profile_url": img.author_profile_url, "title": img.title,
+        "landing_url": img.landing_url,
+    } for b in task.boxes]

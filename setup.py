@@ -1,0 +1,47 @@
+"""Packaging for open-sandwiches.
+
+This file is also what Dataflow workers install (`--setup_file ./setup.py`), so it must
+list every runtime dependency the pipeline's DoFns import.
+
+    pip install -e '.[dev]'
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="open-sandwiches",
+    version="0.1.0",
+    description=(
+        "Turn any Open Images boxable classes into a cropped, sharded TFDS dataset "
+        "with Apache Beam, and train a Keras classifier on it."
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipelines", "pipelines.*", "model", "model.*",
+                                    "schemas", "schemas.*"]),
+    package_data={"pipelines": ["data/*.csv", "data/*.json", "data/*.md"]},
+    include_package_data=True,
+    install_requires=[
+        # google-crc32c: WriteToTFRecord and TFRecord CRCs need a fast CRC package.
+        "apache-beam>=2.60",
+        "google-crc32c>=1.5",
+        "pyarrow>=14",
+        "pandas>=2.0",
+        "numpy>=1.24",
+        "requests>=2.31",
+        "pillow>=10.0",
+        "simplejpeg>=1.7",
+        "tensorflow>=2.16",
+        "tensorflow-datasets>=4.9.4",
+        "pyyaml>=6.0",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "hypothesis>=6.90",
+            "psutil>=5.9",
+        ],
+        "gcp": ["apache-beam[gcp]>=2.60"],
+    },
+    entry_points={"console_scripts": ["open-sandwiches = pipelines.cli:main"]},
+)
