@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     "classes": ("pipelines.classes", "search class names, show the hierarchy, check a selection"),
     "plan": ("pipelines.plan", "scan the tables and show what you would get (no download)"),
+    "demo": ("pipelines.demo.run", "run the tool offline on a generated mini Open Images"),
     "demo-catalog": ("pipelines.demo.catalog", "write a synthetic Open Images catalog"),
 }
 

@@ -1,0 +1,98 @@
+"""Byte-range reading: every record in exactly one range, whatever the range size."""
+import io
+
+import pyarrow as pa
+import pytest
+
+from pipelines import csvscan, rows
+from schemas import openimages
+from tests.conftest import data_path
+
+IMAGES_HEADER = ",".join(openimages.variant_by_name("images_12").columns)
+
+
+def _all_rows(path: str, kind: str, columns, key: str, keys, range_bytes: int):
+    table = csvscan.open_table(path, kind)
+    out, bad = [], []
+    with open(path, "rb") as f:
+        for rng in csvscan.split_ranges(table, range_bytes):
+            offset, data = csvscan.read_range(f, rng)
+            t, b, _ = csvscan.parse_and_filter(data, table, offset, columns, key, pa.array(keys))
+            out += t.to_pylist()
+            bad += b
+    return out, bad
+
+
+# 89 bytes is shorter than one row: most ranges own no record start at all.
+@pytest.mark.parametrize("range_bytes", [89, 1000, 4096, 1 << 20])
+def test_real_rows_are_read_once_for_any_range_size(range_bytes):
+    path = data_path("v4_bodyparts/test-annotations-bbox.csv")
+    import pandas as pd
+    expected = pd.read_csv(path)[list(rows.BOX_COLUMNS)].to_dict("records")
+    mids = sorted({r["LabelName"] for r in expected})
+    got, bad = _all_rows(path, openimages.BOXES, rows.BOX_COLUMNS, "LabelName", mids, range_bytes)
+    assert not bad
+    assert len(got) == len(expected) == 2784
+    key = lambda r: tuple(r[c] for c in rows.BOX_COLUMNS)
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+
+
+def _image_row(image_id: str, title: str, rotation: str = "0.0") -> str:
+    return (f"{image_id},train,http://h/{image_id}.jpg,http://l/{image_id},lic,http://a,"
+            f"Author,{title},123,AAAAAAAAAAAAAAAAAAAAAA==,,{rotation}")
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+@pytest.mark.parametrize("final_newline", [True, False])
+@pytest.mark.parametrize("range_bytes", [1, 13, 64, 1 << 20])
+def test_quoted_titles_with_commas_and_newlines_crlf_and_no_final_newline(
+        tmp_path, eol, final_newline, range_bytes):
+    titles = ['"Lunch, again"', '"He said ""hi"""', '"two\nlines, 0123456789abcdef,"',
+              "plain", '"three\r\nline\ntitle"']
+    ids = [f"{i:016x}" for i in range(1, len(titles) + 1)]
+    lines = [IMAGES_HEADER] + [_image_row(i, t, r) for i, t, r in
+                               zip(ids, titles, ["0.0", "", "90", "270.0", "0"])]
+    text = eol.join(lines) + (eol if final_newline else "")
+    path = tmp_path / "images.csv"
+    path.write_bytes(text.encode())
+    table = csvscan.open_table(str(path), openimages.IMAGES)
+    cols = table.layout.columns
+    got = []
+    with open(path, "rb") as f:
+        for rng in csvscan.split_ranges(table, range_bytes):
+            offset, data = csvscan.read_range(f, rng)
+            t, bad, _ = csvscan.parse_and_filter(data, table, offset, cols, "ImageID", pa.array(ids))
+            assert not bad
+            got += t.to_pylist()
+    assert [r["ImageID"] for r in got] == ids
+    assert [r["Title"] for r in got] == ["Lunch, again", 'He said "hi"',
+                                         "two\nlines, 0123456789abcdef,", "plain",
+                                         "three\r\nline\ntitle"]
+    assert [r["Rotation"] for r in got] == [0.0, None, 90.0, 270.0, 0.0]
+
+
+def test_unparseable_rows_become_bad_rows_and_the_rest_survive(tmp_path):
+    header = ",".join(openimages.variant_by_name("boxes_13").columns)
+    good = "000026e7ee790996,freeform,/m/07j7r,1,0.071905,0.145346,0.206591,0.391306,0,1,1,0,0"
+    lines = [header, good,
+             "000026e7ee790997,freeform,/m/07j7r,1,0.1,0.2",              # truncated row
+             "000026e7ee790998,freeform,/m/07j7r,1,abc,0.2,0.1,0.3,0,0,0,0,0",  # not a number
+             good.replace("96,", "99,", 1)]
+    path = tmp_path / "boxes.csv"
+    path.write_text("\n".join(lines))  # and a missing final newline
+    table = csvscan.open_table(str(path), openimages.BOXES)
+    with open(path, "rb") as f:
+        offset, data = csvscan.read_range(f, csvscan.split_ranges(table, 1 << 20)[0])
+    t, bad, n = csvscan.parse_and_filter(data, table, offset, rows.BOX_COLUMNS, "LabelName",
+                                         pa.array(["/m/07j7r"]))
+    assert [r["ImageID"] for r in t.to_pylist()] == ["000026e7ee790996", "000026e7ee790999"]
+    assert sorted(b.reason for b in bad) == ["expected 13 columns, found 6", "not a number: 'abc'"]
+
+
+def test_missing_file_and_compressed_file_fail_before_reading(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        csvscan.open_table(str(tmp_path / "nope.csv"), openimages.BOXES)
+    gz = tmp_path / "boxes.csv.gz"
+    gz.write_bytes(b"\x1f\x8b")
+    with pytest.raises(openimages.TableFormatError, match="decompress"):
+        csvscan.open_table(str(gz), openimages.BOXES)
