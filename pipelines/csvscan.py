@@ -8,7 +8,9 @@ pyarrow read took 3.5 s.
 
 How a range finds its rows: a range [start, end) owns every record that *starts* inside
 it. A record starts right after a newline and begins with 16 hex digits and a comma (every
-Open Images table begins with ImageID). Requiring that shape, rather than any newline,
+Open Images table begins with ImageID; a quoted ImageID is accepted too). If no such line
+appears within 1 MiB, the next plain line start is used instead, so a file without valid
+ImageIDs is still split into bounded ranges. Requiring that shape, rather than any newline,
 keeps a quoted title with a newline in it inside one record; a line that does not have
 that shape (a bad ImageID, say) simply stays with the record before the boundary, and
 pyarrow still parses it as its own row, so it becomes a failure record, not a lost row.
@@ -31,8 +33,11 @@ import pyarrow.csv as pacsv
 from pipelines import files
 from schemas import openimages
 
-_ROW_START = re.compile(rb"\n[0-9a-fA-F]{16},")
+_ROW_START = re.compile(rb'\n"?[0-9a-fA-F]{16}"?,')
 _PROBE = 1 << 16
+# If no line in this many bytes starts like a record (a file without hex ImageIDs), fall
+# back to the next plain line start, so one range can never swallow a whole file.
+_RESYNC_LIMIT = 1 << 20
 DEFAULT_RANGE_BYTES = 64 << 20
 
 
@@ -112,21 +117,20 @@ def record_start_at_or_after(f: BinaryIO, pos: int, table: TableFile) -> int:
         return table.size
     # A record starts at pos exactly when the byte before it is a newline: so search
     # from pos - 1 for "\n" + ImageID + ",".
-    offset = pos - 1
-    f.seek(offset)
+    f.seek(pos - 1)
     window = b""
-    while True:
+    while len(window) < _RESYNC_LIMIT:
         block = f.read(_PROBE)
         window += block
-        m = _ROW_START.search(window)
+        m = _ROW_START.search(window, max(0, len(window) - len(block) - 20))
         if m:
-            return offset + m.start() + 1
+            return pos - 1 + m.start() + 1
         if not block:
             return table.size
-        # keep a tail long enough to match a start that straddles two blocks
-        keep = min(17, len(window))
-        offset += len(window) - keep
-        window = window[-keep:]
+    newline = window.find(b"\n")
+    if newline < 0 or pos + newline >= table.size:
+        return table.size
+    return pos - 1 + newline + 1
 
 
 def read_range(f: BinaryIO, rng: ByteRange) -> tuple[int, bytes]:

@@ -16,7 +16,9 @@ Facts behind the variants (see also `pipelines/data/NOTICE.md`):
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 
 import pyarrow as pa
 
@@ -110,6 +112,11 @@ VARIANTS: tuple[TableVariant, ...] = (
 
 # Alternative header rows seen in the wild for the class list; they name the same two columns.
 _CLASS_HEADER_ALIASES = {("labelname", "displayname"), ("id", "name"), ("label", "name")}
+
+
+def md5_base64(data: bytes) -> str:
+    """The image table's OriginalMD5 format: base64 of the binary MD5 (24 characters)."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
 
 
 class TableFormatError(ValueError):

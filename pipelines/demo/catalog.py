@@ -12,7 +12,6 @@ quotes, empty and non-zero Rotation, base64 MD5s. Deterministic from a seed.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import hashlib
 import json
@@ -21,8 +20,10 @@ import sys
 
 import numpy as np
 
+from pipelines.demo.photos import render_photo, stored_box
 from pipelines.ontology import Ontology, packaged_path
 from schemas import openimages
+from schemas.openimages import md5_base64
 
 LICENSE = "https://creativecommons.org/licenses/by/2.0/"
 SUBSETS = ("train", "validation", "test")
@@ -52,11 +53,6 @@ def image_id_for(seed: int, i: int) -> str:
     return hashlib.sha256(f"image:{seed}:{i}".encode()).hexdigest()[:16]
 
 
-def md5_base64(data: bytes) -> str:
-    """Open Images' OriginalMD5 format: base64 of the binary MD5."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
-
-
 def _csv_field(text: str) -> str:
     if any(ch in text for ch in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
@@ -77,9 +73,10 @@ def _copy_class_files(out_dir: str, version: str) -> tuple[str, str]:
 
 def write_catalog(out_dir: str, classes: list[str], n_images: int = 100, seed: int = 0,
                   version: str = "v7", box_layout: str = "boxes_13", crlf: bool = False,
-                  base_url: str = "http://127.0.0.1:8000", orphan_boxes: int = 0) -> CatalogFiles:
-    """Write a small catalog where each photo shows one chosen class (1-3 boxes), plus
-    boxes of other classes, in the real formats.
+                  base_url: str = "http://127.0.0.1:8000", orphan_boxes: int = 0,
+                  photos: bool = False, photo_size: tuple[int, int] = (1024, 768)) -> CatalogFiles:
+    """Write a small catalog where each photo shows one chosen class (1-2 boxes), plus
+    0-2 boxes of other classes, each box in its own quadrant, in the real formats.
 
     Args:
       out_dir: folder to write into (created).
@@ -89,8 +86,12 @@ def write_catalog(out_dir: str, classes: list[str], n_images: int = 100, seed: i
       version: "v4" (headerless class list) or "v7" (header, CRLF class list).
       box_layout: "boxes_13" or "boxes_21" (adds XClick columns).
       crlf: write the box and image tables with CRLF line endings.
-      base_url: where the photos would be served; URLs are {base_url}/original/{id}.jpg etc.
+      base_url: where the photos are served: {base_url}/original/{id}.jpg, /thumbnail/...
       orphan_boxes: extra boxes of chosen classes on ImageIDs missing from the image table.
+      photos: also render the photos into out_dir/photos (see demo/photos.py); the image
+        table then carries their real sizes and MD5s. Some are PNG, grayscale, palette,
+        RGBA or CMYK, and some are stored rotated (Rotation 90/180/270).
+      photo_size: upright (width, height) of rendered photos.
 
     Returns:
       the written files.
@@ -103,18 +104,34 @@ def write_catalog(out_dir: str, classes: list[str], n_images: int = 100, seed: i
     layout = openimages.variant_by_name(box_layout)
     eol = "\r\n" if crlf else "\n"
     class_csv, tree = _copy_class_files(out_dir, version)
+    if photos:
+        os.makedirs(os.path.join(out_dir, "photos"), exist_ok=True)
 
     box_lines, image_lines = [], []
     for i in range(n_images):
         image_id = image_id_for(seed, i)
-        mids = [chosen[i % len(chosen)]] * int(rng.integers(1, 4))
-        mids += [others[int(rng.integers(len(others)))] for _ in range(int(rng.integers(0, 3)))]
-        for mid in mids:
-            box_lines.append(_box_line(rng, image_id, mid, layout))
+        rotation = _ROTATIONS[i % len(_ROTATIONS)]
+        main = chosen[i % len(chosen)]
+        objects = [(main, i % len(chosen))] * int(rng.integers(1, 3))
+        objects += [(others[int(rng.integers(len(others)))], None)
+                    for _ in range(int(rng.integers(0, 3)))]
+        quadrants = rng.permutation(4)[:len(objects)]
+        placed = [(mid, style, _box_in_quadrant(rng, q)) for (mid, style), q in zip(objects, quadrants)]
+        turn = int(float(rotation)) if rotation else 0
+        for mid, _, upright in placed:
+            box_lines.append(_box_line(rng, image_id, mid, stored_box(upright, turn), layout))
+        data = None
+        if photos:
+            mode, fmt = _PHOTO_FORMATS[i % len(_PHOTO_FORMATS)]
+            data = render_photo(image_id, placed, photo_size, turn, mode, fmt)
+            ext = "jpg" if fmt == "JPEG" else "png"
+            with open(os.path.join(out_dir, "photos", f"{image_id}.{ext}"), "wb") as f:
+                f.write(data)
         subset = SUBSETS[int(rng.choice(3, p=[0.8, 0.1, 0.1]))]
-        image_lines.append(_image_line(rng, image_id, subset, base_url, i))
+        image_lines.append(_image_line(rng, image_id, subset, base_url, i, rotation, data))
     for j in range(orphan_boxes):
-        box_lines.append(_box_line(rng, image_id_for(seed + 1, j), chosen[j % len(chosen)], layout))
+        box_lines.append(_box_line(rng, image_id_for(seed + 1, j), chosen[j % len(chosen)],
+                                   _box_in_quadrant(rng, j % 4), layout))
     order = rng.permutation(len(box_lines))  # real files are sorted; ours must not rely on it
     bbox_csv = os.path.join(out_dir, "annotations-bbox.csv")
     with open(bbox_csv, "w", newline="") as f:
@@ -127,13 +144,29 @@ def write_catalog(out_dir: str, classes: list[str], n_images: int = 100, seed: i
     files = CatalogFiles(class_csv, tree, bbox_csv, images_csv)
     with open(os.path.join(out_dir, "catalog.json"), "w") as f:
         json.dump({"classes": chosen, "images": n_images, "seed": seed, "version": version,
-                   "box_layout": box_layout, "crlf": crlf, **dataclasses.asdict(files)}, f, indent=2)
+                   "box_layout": box_layout, "crlf": crlf, "photos": photos,
+                   **dataclasses.asdict(files)}, f, indent=2)
     return files
 
 
-def _box_line(rng: np.random.Generator, image_id: str, mid: str, layout) -> str:
-    w, h = rng.uniform(0.2, 0.6, size=2)
-    x0, y0 = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
+# Rotation cells cycle through every form the real tables use.
+_ROTATIONS = ("0.0", "0.0", "0.0", "", "90.0", "180.0", "270.0", "0")
+# (PIL mode, format) of rendered photos: mostly RGB JPEGs, and every awkward kind.
+_PHOTO_FORMATS = (("RGB", "JPEG"),) * 6 + (("L", "JPEG"), ("RGB", "PNG"), ("CMYK", "JPEG"),
+                                          ("P", "PNG"), ("RGBA", "PNG"))
+
+
+def _box_in_quadrant(rng: np.random.Generator, q: int) -> tuple[float, float, float, float]:
+    """An upright box filling 55-95% of one quadrant, so boxes of a photo never overlap."""
+    w, h = rng.uniform(0.55, 0.95, size=2) * 0.5
+    x0 = (q % 2) * 0.5 + rng.uniform(0, 0.5 - w)
+    y0 = (q // 2) * 0.5 + rng.uniform(0, 0.5 - h)
+    return (float(x0), float(x0 + w), float(y0), float(y0 + h))
+
+
+def _box_line(rng: np.random.Generator, image_id: str, mid: str,
+              box: tuple[float, float, float, float], layout) -> str:
+    x0, x1, y0, y1 = box
     flags = [int(v) for v in rng.choice([0, 0, 0, 1, -1], size=5)]
     # Coordinates in the three text forms seen in real files.
     style = int(rng.integers(3))
@@ -141,22 +174,23 @@ def _box_line(rng: np.random.Generator, image_id: str, mid: str, layout) -> str:
            (lambda v: str(np.float32(v))),                            # V5 shortest float32
            (lambda v: repr(float(np.nextafter(round(v, 6), 2.0)))),  # pandas 1-ulp noise
            )[style]
-    fields = [image_id, "xclick", mid, "1", fmt(x0), fmt(x0 + w), fmt(y0), fmt(y0 + h)]
+    fields = [image_id, "xclick", mid, "1", fmt(x0), fmt(x1), fmt(y0), fmt(y1)]
     fields += [str(f) for f in flags]
     if len(layout.columns) == 21:
-        fields += [f"{v:.6f}" for v in (x0, x0 + w, x0 + w / 2, x0, y0, y0 + h / 2, y0 + h, y0)]
+        xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+        fields += [f"{v:.6f}" for v in (x0, x1, xm, x0, y0, ym, y1, y0)]
     return ",".join(fields)
 
 
-def _image_line(rng: np.random.Generator, image_id: str, subset: str, base_url: str, i: int) -> str:
-    rotation = ("0.0", "0.0", "0.0", "", "90.0", "180.0", "270.0", "0")[i % 8]
+def _image_line(rng: np.random.Generator, image_id: str, subset: str, base_url: str, i: int,
+                rotation: str, data: bytes | None) -> str:
     title = _TITLES[int(rng.integers(len(_TITLES)))]
     author = _AUTHORS[int(rng.integers(len(_AUTHORS)))]
-    size = int(rng.integers(50_000, 900_000))
+    size = len(data) if data is not None else int(rng.integers(50_000, 900_000))
+    md5 = md5_base64(data if data is not None else f"photo:{image_id}".encode())
     fields = [image_id, subset, f"{base_url}/original/{image_id}.jpg",
               f"https://www.flickr.com/photos/demo/{int(rng.integers(10**9))}", LICENSE,
-              "https://www.flickr.com/people/demo/", author, title, str(size),
-              md5_base64(f"photo:{image_id}".encode()),
+              "https://www.flickr.com/people/demo/", author, title, str(size), md5,
               f"{base_url}/thumbnail/{image_id}.jpg" if i % 7 else "", rotation]
     return ",".join(_csv_field(f) for f in fields)
 
@@ -190,7 +224,8 @@ def write_full_size(out_dir: str, n_boxes: int = 14_600_000, n_images: int = 1_7
     image_layout = openimages.variant_by_name("images_12")
     bbox_csv = os.path.join(out_dir, "train-annotations-bbox.csv")
     images_csv = os.path.join(out_dir, "train-images-boxable-with-rotation.csv")
-    opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    # Real box tables are never quoted; image tables quote only fields that need it.
+    box_opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with open(bbox_csv, "wb") as fb, open(images_csv, "wb") as fi:
         fb.write((",".join(box_layout.columns) + "\n").encode())
         fi.write((",".join(image_layout.columns) + "\n").encode())
@@ -211,24 +246,19 @@ def write_full_size(out_dir: str, n_boxes: int = 14_600_000, n_images: int = 1_7
                 "Confidence": pa.array(np.ones(n, np.int8)),
                 "XMin": np.round(x0, 6), "XMax": np.round(x0 + w, 6),
                 "YMin": np.round(y0, 6), "YMax": np.round(y0 + h, 6), **flags})
-            pacsv.write_csv(boxes, fb, opts)
+            pacsv.write_csv(boxes, fb, box_opts)
             chunk_ids = ids[start:stop]
             k = stop - start
-            images = pa.table({
-                "ImageID": pa.array(chunk_ids, pa.string()),
-                "Subset": pa.array(np.full(k, "train", dtype=object), pa.string()),
-                "OriginalURL": pa.array([f"https://farm1.staticflickr.com/1/{i}_o.jpg" for i in chunk_ids]),
-                "OriginalLandingURL": pa.array([f"https://www.flickr.com/photos/x/{i}" for i in chunk_ids]),
-                "License": pa.array(np.full(k, LICENSE, dtype=object), pa.string()),
-                "AuthorProfileURL": pa.array(np.full(k, "https://www.flickr.com/people/x/", dtype=object), pa.string()),
-                "Author": pa.array(np.array(_AUTHORS, dtype=object)[rng.integers(0, len(_AUTHORS), k)], pa.string()),
-                "Title": pa.array(np.array(_TITLES, dtype=object)[rng.integers(0, len(_TITLES), k)], pa.string()),
-                "OriginalSize": rng.integers(50_000, 9_000_000, k),
-                "OriginalMD5": pa.array([md5_base64(i.encode()) for i in chunk_ids]),
-                "Thumbnail300KURL": pa.array([f"https://c1.staticflickr.com/1/{i}_z.jpg" for i in chunk_ids]),
-                "Rotation": pa.array(np.zeros(k, np.float32)),
-            })
-            pacsv.write_csv(images, fi, opts)
+            authors = np.array(_AUTHORS, dtype=object)[rng.integers(0, len(_AUTHORS), k)]
+            titles = np.array(_TITLES, dtype=object)[rng.integers(0, len(_TITLES), k)]
+            sizes = rng.integers(50_000, 9_000_000, k)
+            fi.write("".join(
+                ",".join((i, "train", f"https://farm1.staticflickr.com/1/{i}_o.jpg",
+                          f"https://www.flickr.com/photos/x/{i}", LICENSE,
+                          "https://www.flickr.com/people/x/", _csv_field(a), _csv_field(t),
+                          str(n), md5_base64(i.encode()),
+                          f"https://c1.staticflickr.com/1/{i}_z.jpg", "0.0")) + "\n"
+                for i, a, t, n in zip(chunk_ids, authors, titles, sizes)).encode())
     return CatalogFiles(class_csv, tree, bbox_csv, images_csv)
 
 
