@@ -17,6 +17,7 @@ COMMANDS = {
     "plan": ("pipelines.plan", "scan the tables and show what you would get (no download)"),
     "demo": ("pipelines.demo.run", "run the tool offline on a generated mini Open Images"),
     "demo-catalog": ("pipelines.demo.catalog", "write a synthetic Open Images catalog"),
+    "serve-images": ("pipelines.demo.server", "serve a catalog's photos on 127.0.0.1, with faults"),
 }
 
 

@@ -12,7 +12,7 @@ import logging
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines import csvscan, join, rows
+from pipelines import crop, csvscan, fetch, join, rows
 from schemas import openimages
 
 # Beam's DirectRunner first tries to download the Prism runner binary from the internet;
@@ -68,6 +68,72 @@ class OpenSandwichesOptions(PipelineOptions):
         g.add_argument("--split_fractions", nargs=3, type=float,
                        default=list(join.DEFAULT_FRACTIONS),
                        help="train, validation and test fractions for --split_source hash.")
+
+        d = fetch.FetchConfig()
+        g = parser.add_argument_group("fetching")
+        g.add_argument("--image_source", nargs="+", choices=fetch.SOURCES,
+                       default=list(d.image_source),
+                       help="Sources to try, in order: original (Flickr), thumbnail "
+                            "(Thumbnail300KURL), cvdf (the CVDF mirror), template.")
+        g.add_argument("--url_template", default="",
+                       help="URL with {image_id} and {subset}, for --image_source template.")
+        g.add_argument("--cvdf_base_url", default=d.cvdf_base_url,
+                       help="Base URL of the CVDF mirror ({base}/{subset}/{image_id}.jpg).")
+        g.add_argument("--fetch_concurrency", type=int, default=d.fetch_concurrency,
+                       help="Requests in flight per worker.")
+        g.add_argument("--fetch_per_host", type=int, default=d.fetch_per_host,
+                       help="Requests in flight per host, per worker.")
+        g.add_argument("--connect_timeout_s", type=float, default=d.connect_timeout_s)
+        g.add_argument("--fetch_timeout_s", type=float, default=d.read_timeout_s,
+                       help="Read timeout: seconds without a byte before a request fails.")
+        g.add_argument("--fetch_attempts", type=int, default=d.fetch_attempts,
+                       help="Tries per URL for retryable failures (timeouts, 5xx, 429).")
+        g.add_argument("--fetch_backoff_s", type=float, default=d.backoff_s,
+                       help="First retry delay; doubles each retry, with jitter.")
+        g.add_argument("--max_image_bytes", type=int, default=d.max_image_bytes,
+                       help="Size cap per downloaded file.")
+        g.add_argument("--allow_private_network", action="store_true",
+                       help="Allow URLs on private, loopback and link-local addresses "
+                            "(local test servers). Off by default: a worker must never be "
+                            "steered to its metadata service or internal network.")
+        g.add_argument("--cache_dir", default="",
+                       help="Where downloads are cached (default: ~/.cache/open-sandwiches/images).")
+        g.add_argument("--placeholder_sha256", nargs="*", default=[],
+                       help="SHA-256 digests of known placeholder images to reject.")
+
+        c = crop.CropSpec()
+        g = parser.add_argument_group("cropping")
+        g.add_argument("--image_size", type=int, default=c.image_size,
+                       help="Side of the square crops, in pixels.")
+        g.add_argument("--crop_margin", type=float, default=c.margin,
+                       help="Context around each box, as a fraction of its size.")
+        g.add_argument("--square", action="store_true",
+                       help="Widen the box's shorter side to make it square in the photo.")
+        g.add_argument("--aspect", choices=crop.ASPECTS, default=c.aspect,
+                       help="pad (letterbox), stretch, or center (fill and cut).")
+        g.add_argument("--min_crop_pixels", type=int, default=c.min_crop_pixels,
+                       help="Boxes narrower or shorter than this (in photo pixels) fail as too_small.")
+        g.add_argument("--jpeg_quality", type=int, default=c.jpeg_quality)
+
+
+def fetch_config(o: "OpenSandwichesOptions") -> fetch.FetchConfig:
+    """The fetch stage's config from flags (raises ValueError on bad values)."""
+    return fetch.FetchConfig(
+        image_source=tuple(o.image_source), url_template=o.url_template,
+        cvdf_base_url=o.cvdf_base_url, fetch_concurrency=o.fetch_concurrency,
+        fetch_per_host=o.fetch_per_host, connect_timeout_s=o.connect_timeout_s,
+        read_timeout_s=o.fetch_timeout_s, max_image_bytes=o.max_image_bytes,
+        fetch_attempts=o.fetch_attempts, backoff_s=o.fetch_backoff_s,
+        allow_private_network=o.allow_private_network,
+        cache_dir=o.cache_dir or fetch.default_cache_dir(),
+        placeholder_sha256=tuple(o.placeholder_sha256))
+
+
+def crop_spec(o: "OpenSandwichesOptions") -> crop.CropSpec:
+    """The crop stage's spec from flags (raises ValueError on bad values)."""
+    return crop.CropSpec(image_size=o.image_size, margin=o.crop_margin, square=o.square,
+                         aspect=o.aspect, min_crop_pixels=o.min_crop_pixels,
+                         jpeg_quality=o.jpeg_quality)
 
 
 def parse(argv: list[str] | None) -> OpenSandwichesOptions:

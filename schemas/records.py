@@ -19,6 +19,8 @@ SPLITS = ("train", "validation", "test")
 STAGE_SCAN_BOXES = "scan_boxes"
 STAGE_SCAN_IMAGES = "scan_images"
 STAGE_JOIN = "join"
+STAGE_FETCH = "fetch"
+STAGE_CROP = "crop"
 
 # Failure reasons of the planning stages. Later stages add their own.
 REASON_BAD_ROW = "bad_row"              # a CSV line that does not parse into the table's columns
@@ -164,3 +166,29 @@ def plan_rows(task: ImageTask) -> list[dict[str, Any]]:
         "author_profile_url": img.author_profile_url, "title": img.title,
         "landing_url": img.landing_url,
     } for b in task.boxes]
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchedPhoto:
+    """A task whose source photo was downloaded and verified."""
+
+    task: ImageTask
+    data: bytes
+    source: str  # which of --image_source gave it: original, thumbnail, cvdf, template
+    url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+    """One box cut out of its photo: becomes one example of the dataset."""
+
+    image: ImageRow
+    box: Box
+    split: str
+    jpeg: bytes
+    source: str
+    url: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.image.image_id, self.box.box_index)

@@ -10,6 +10,23 @@ from pipelines.demo import catalog
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Tests serve everything from 127.0.0.1: resolving any other host name fails loudly."""
+    import socket
+    real = socket.getaddrinfo
+    local = {"localhost", "127.0.0.1", "::1", "127.0.0.2", "0.0.0.0", None}
+
+    def guarded(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in local and not str(name).startswith(("127.", "10.", "192.168.", "169.254.",
+                                                             "100.64.", "fe80:", "::ffff:")):
+            raise OSError(f"test tried to reach the internet: {name}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
 def data_path(*parts: str) -> str:
     return os.path.join(DATA, *parts)
 
@@ -27,3 +44,61 @@ def make_pipeline():
     from apache_beam.testing.test_pipeline import TestPipeline
     from pipelines.options import LOCAL_RUNNER
     return TestPipeline(runner=LOCAL_RUNNER)
+
+
+@pytest.fixture(scope="session")
+def _photo_site(tmp_path_factory):
+    """48 rendered photos (640x480; JPEG, PNG, gray, CMYK, palette, RGBA; rotated ones)
+    served by a local ImageServer whose URLs the image table uses."""
+    from pipelines.demo import server
+    out = tmp_path_factory.mktemp("photo_catalog")
+    os.makedirs(out / "photos")
+    srv = server.ImageServer(str(out / "photos"), hang_s=2.0)
+    files = catalog.write_catalog(str(out), ["Hamburger", "Sandwich"], n_images=48, seed=11,
+                                  photos=True, photo_size=(640, 480), base_url=srv.base_url,
+                                  orphan_boxes=2)
+    srv.start()
+    yield files, srv
+    srv.stop()
+
+
+@pytest.fixture
+def photo_site(_photo_site):
+    """The photo catalog and its server, with faults and request counts cleared."""
+    files, srv = _photo_site
+    srv.reset()
+    yield files, srv
+    srv.reset()
+
+
+def image_rows(images_csv: str):
+    """The image table's rows as ImageRows (the same conversion the scan does)."""
+    import pyarrow.csv as pacsv
+    from pipelines import csvscan, rows
+    from schemas import openimages
+    table = csvscan.open_table(images_csv, openimages.IMAGES)
+    t = pacsv.read_csv(images_csv, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                       convert_options=pacsv.ConvertOptions(
+                           column_types=table.layout.arrow_types(), strings_can_be_null=False))
+    return [row for _, row in rows.image_rows(t)]
+
+
+def collect(pcoll, path, label: str):
+    """Write a PCollection's elements to a pickle file, read back with `collected(path)`:
+    matchers run in (possibly other) worker processes, so results come back by file."""
+    import pickle
+
+    import apache_beam as beam
+
+    def dump(items, path=str(path)):
+        with open(path, "wb") as f:
+            pickle.dump(list(items), f)
+
+    return (pcoll | f"{label}ToList" >> beam.combiners.ToList()
+            | f"{label}Dump" >> beam.Map(dump))
+
+
+def collected(path) -> list:
+    import pickle
+    with open(path, "rb") as f:
+        return pickle.load(f)

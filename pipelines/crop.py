@@ -1,0 +1,258 @@
+"""Cropping boxes out of a source photo: the pure core (no Beam).
+
+The frame, once: Open Images boxes are normalised coordinates in the frame of the *stored*
+pixels, EXIF orientation ignored; the table's `Rotation` (0/90/180/270) is how many degrees
+counter-clockwise the image and its boxes must turn to be upright. So we crop each box
+from the stored pixels, then turn the crop counter-clockwise by `Rotation`. Only when
+`Rotation` is absent (empty in the table) does the EXIF orientation tag orient the crop.
+
+Speed: a photo is decoded once for all its boxes, and JPEGs are decoded by libjpeg-turbo
+(simplejpeg) at the smallest DCT scale (1/1, 1/2, 1/4, 1/8) that still gives every box at
+least the output resolution. PIL is the fallback for other formats and JPEG colour spaces
+that libjpeg-turbo will not convert (CMYK/YCCK); PIL's decompression-bomb guard stays on,
+and the JPEG path applies the same pixel limit from the header before decoding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import warnings
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from schemas.records import Box
+
+ASPECTS = ("pad", "stretch", "center")
+REASON_NOT_AN_IMAGE = "not_an_image"
+REASON_TOO_SMALL = "too_small"
+REASON_TOO_LARGE = "too_large"
+
+_EXIF_ORIENTATION = 0x0112
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                   8: Image.Transpose.ROTATE_90}
+
+
+@dataclasses.dataclass(frozen=True)
+class CropSpec:
+    """How boxes become training images.
+
+    Attributes:
+      image_size: side of the square output, in pixels.
+      margin: context added on each side, as a fraction of the box's width/height.
+      square: widen the shorter side of the crop region to make it square (in the photo).
+      aspect: how a non-square region becomes square: pad (letterbox, black borders),
+        stretch (distort), center (fill, then cut the longer side's ends).
+      min_crop_pixels: a region narrower or shorter than this in the full-resolution photo
+        is a failure (`too_small`): upscaling it would teach the model blur.
+      jpeg_quality: of the encoded crop.
+    """
+
+    image_size: int = 224
+    margin: float = 0.0
+    square: bool = False
+    aspect: str = "pad"
+    min_crop_pixels: int = 16
+    jpeg_quality: int = 90
+
+    def __post_init__(self):
+        if self.aspect not in ASPECTS:
+            raise ValueError(f"--aspect must be one of {ASPECTS}, not {self.aspect!r}")
+        if not 8 <= self.image_size <= 4096:
+            raise ValueError("--image_size must be between 8 and 4096")
+        if not 0 <= self.margin <= 1:
+            raise ValueError("--crop_margin must be between 0 and 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("--jpeg_quality must be between 1 and 100")
+
+
+class DecodeError(Exception):
+    """The bytes are not an image we can decode; `reason` is the failure reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """Stored pixels (RGB uint8, possibly DCT-downscaled) and facts about the original."""
+
+    pixels: np.ndarray
+    full_width: int
+    full_height: int
+    exif_orientation: int
+
+
+def _region(box: Box, spec: CropSpec) -> tuple[float, float, float, float]:
+    """The normalised crop region for a box: margin, then square (in photo pixels)."""
+    mx, my = (box.xmax - box.xmin) * spec.margin, (box.ymax - box.ymin) * spec.margin
+    return (max(0.0, box.xmin - mx), min(1.0, box.xmax + mx),
+            max(0.0, box.ymin - my), min(1.0, box.ymax + my))
+
+
+def _square(x0: int, x1: int, y0: int, y1: int, w: int, h: int) -> tuple[int, int, int, int]:
+    """Widen the shorter side to the longer one, centred, shifted to stay inside the photo."""
+    side = min(max(x1 - x0, y1 - y0), w, h)
+
+    def grow(a: int, b: int, limit: int) -> tuple[int, int]:
+        a = max(0, min((a + b - side) // 2, limit - side))
+        return a, a + side
+
+    (x0, x1), (y0, y1) = grow(x0, x1, w), grow(y0, y1, h)
+    return x0, x1, y0, y1
+
+
+def _needed_scale(boxes: list[Box], spec: CropSpec, width: int, height: int) -> float:
+    """The smallest decode scale that still gives every crop the output resolution."""
+    scale = 0.0
+    for box in boxes:
+        x0, x1, y0, y1 = _region(box, spec)
+        cw, ch = max((x1 - x0) * width, 1.0), max((y1 - y0) * height, 1.0)
+        side = max(cw, ch) if spec.aspect == "pad" and not spec.square else min(cw, ch)
+        scale = max(scale, spec.image_size / side)
+    return min(scale, 1.0)
+
+
+def _pixel_limit() -> int:
+    return Image.MAX_IMAGE_PIXELS or 2**62
+
+
+def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
+    """Decode a photo once, at the smallest scale its boxes allow.
+
+    Raises:
+      DecodeError: not an image, a truncated or corrupt file, or more pixels than the
+        decompression-bomb limit.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as err:
+            raise DecodeError(REASON_NOT_AN_IMAGE, f"bad JPEG header: {err}") from None
+        if width * height > _pixel_limit():
+            raise DecodeError(REASON_TOO_LARGE, f"{width}x{height} pixels is over the "
+                                                f"decompression-bomb limit")
+        if colorspace in ("Gray", "YCbCr", "RGB"):
+            scale = _needed_scale(boxes, spec, width, height)
+            try:
+                pixels = simplejpeg.decode_jpeg(
+                    data, colorspace="RGB", fastdct=False, fastupsample=False,
+                    min_width=math.ceil(width * scale), min_height=math.ceil(height * scale))
+            except ValueError as err:
+                raise DecodeError(REASON_NOT_AN_IMAGE, f"JPEG does not decode: {err}") from None
+            orientation = _exif_orientation(data) if _has_exif(data) else 1
+            return Decoded(pixels, width, height, orientation)
+    return _decode_with_pil(data, boxes, spec)
+
+
+def _has_exif(data: bytes) -> bool:
+    return b"Exif\x00\x00" in data[:65536]
+
+
+def _exif_orientation(data: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block only loses orientation, never the photo
+        return 1
+
+
+def _decode_with_pil(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+            if img.format == "JPEG":
+                scale = _needed_scale(boxes, spec, width, height)
+                img.draft(img.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DecodeError(REASON_TOO_LARGE, str(err)) from None
+        except Exception as err:  # PIL raises many types for bad input; all mean the same
+            raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
+    return Decoded(_to_rgb(img), width, height, orientation)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> RGB uint8. Transparency is composited on white; 16-bit and float
+    images are scaled, not clipped (PIL's own convert would clip 16-bit values at 255)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return np.repeat((arr / top * 255.0).round().clip(0, 255).astype(np.uint8)[..., None], 3, 2)
+    if img.mode == "F":
+        arr = np.asarray(img)
+        return np.repeat((arr.clip(0, 1) * 255).round().astype(np.uint8)[..., None], 3, 2)
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _resize(region: Image.Image, spec: CropSpec) -> Image.Image:
+    s = spec.image_size
+    w, h = region.size
+    if spec.aspect == "stretch":
+        return region.resize((s, s), Image.Resampling.BILINEAR)
+    if spec.aspect == "center":
+        k = s / min(w, h)
+        big = region.resize((max(s, round(w * k)), max(s, round(h * k))), Image.Resampling.BILINEAR)
+        left, top = (big.width - s) // 2, (big.height - s) // 2
+        return big.crop((left, top, left + s, top + s))
+    k = s / max(w, h)
+    small = region.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (s, s))
+    canvas.paste(small, ((s - small.width) // 2, (s - small.height) // 2))
+    return canvas
+
+
+def crop_box(decoded: Decoded, box: Box, rotation: int | None, spec: CropSpec) -> bytes:
+    """Crop one box, turn it upright, resize and encode it as JPEG.
+
+    Raises:
+      DecodeError: reason `too_small` when the region is under spec.min_crop_pixels.
+    """
+    h, w = decoded.pixels.shape[:2]
+    x0, x1, y0, y1 = _region(box, spec)
+    px0, px1 = math.floor(x0 * w), max(math.ceil(x1 * w), math.floor(x0 * w) + 1)
+    py0, py1 = math.floor(y0 * h), max(math.ceil(y1 * h), math.floor(y0 * h) + 1)
+    if spec.square:
+        px0, px1, py0, py1 = _square(px0, px1, py0, py1, w, h)
+    full_w = (x1 - x0) * decoded.full_width
+    full_h = (y1 - y0) * decoded.full_height
+    if min(full_w, full_h) < spec.min_crop_pixels:
+        raise DecodeError(REASON_TOO_SMALL, f"{full_w:.0f}x{full_h:.0f} px in the photo, "
+                                            f"under --min_crop_pixels {spec.min_crop_pixels}")
+    region = decoded.pixels[py0:py1, px0:px1]
+    if rotation:
+        region = np.rot90(region, k=(rotation // 90) % 4)  # counter-clockwise, as the table says
+    image = Image.fromarray(np.ascontiguousarray(region))
+    if rotation is None and decoded.exif_orientation in _EXIF_TRANSPOSE:
+        image = image.transpose(_EXIF_TRANSPOSE[decoded.exif_orientation])
+    out = np.asarray(_resize(image, spec))
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(out), quality=spec.jpeg_quality,
+                                  colorspace="RGB")
+
+
+def crop_photo(data: bytes, boxes: list[Box], rotation: int | None,
+               spec: CropSpec) -> list[tuple[Box, bytes | DecodeError]]:
+    """Crop every box of one photo, decoding it once. Per box: JPEG bytes or the error."""
+    try:
+        decoded = decode(data, boxes, spec)
+    except DecodeError as err:
+        return [(box, err) for box in boxes]
+    results: list[tuple[Box, bytes | DecodeError]] = []
+    for box in boxes:
+        try:
+            results.append((box, crop_box(decoded, box, rotation, spec)))
+        except DecodeError as err:
+            results.append((box, err))
+    return results

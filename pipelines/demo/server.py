@@ -1,0 +1,233 @@
+"""A local image server for tests, benchmarks and the demo, with the internet's faults.
+
+Serves a catalog's photos on 127.0.0.1 under the three URL shapes a build uses:
+`/original/{id}.jpg` (Flickr originals), `/thumbnail/{id}.jpg` (Thumbnail300KURL) and
+`/{subset}/{id}.jpg` (the CVDF mirror's layout). Faults are injected per ImageID (or for a
+deterministic fraction of ImageIDs) on chosen routes, so tests can check that each one
+becomes the right failure reason, and that a fallback source rescues it.
+
+    open-sandwiches serve-images demo_out/catalog --port 8000 --fault_rate 0.2
+
+Every request is counted per path, so tests can check retry budgets and that a cached
+rerun makes no request at all.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import http.server
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+
+FAULTS = ("not_found", "gone", "error_then_ok", "rate_limited", "hang", "truncated",
+          "corrupt_jpeg", "html", "placeholder", "redirect_loop", "too_large", "wrong_md5")
+PLACEHOLDER_PATH = "/images/en-us/photo_unavailable.png"
+# A tiny valid PNG standing in for Flickr's "photo unavailable" image.
+PLACEHOLDER_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5a0cfd10000000049454e44ae426082")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: "ImageServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet: tests count requests instead
+        pass
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's algorithm and
+        # delayed ACKs add ~40 ms to every keep-alive response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self):
+        srv = self.server
+        path = urllib.parse.urlsplit(self.path).path
+        with srv.lock:
+            srv.requests[path] += 1
+            count = srv.requests[path]
+        if srv.latency_s:
+            time.sleep(srv.latency_s)
+        if path == PLACEHOLDER_PATH:
+            return self._send(200, PLACEHOLDER_PNG, "image/png")
+        route, _, name = path.strip("/").rpartition("/")
+        image_id = name.split(".")[0]
+        data = srv.photo(image_id)
+        if data is None:
+            return self._send(404, b"no such photo", "text/plain")
+        if image_id in srv.redirects and route in srv.fault_routes:
+            return self._send(302, b"", "text/plain", {"Location": srv.redirects[image_id]})
+        fault = srv.fault_for(route, image_id)
+        if fault:
+            return self._fault(fault, data, path, count)
+        return self._send(200, data, "image/png" if data[:4] == b"\x89PNG" else "image/jpeg")
+
+    def _fault(self, fault: str, data: bytes, path: str, count: int):
+        if fault == "not_found":
+            return self._send(404, b"Not Found", "text/plain")
+        if fault == "gone":
+            return self._send(410, b"Gone", "text/plain")
+        if fault == "error_then_ok" and count <= 1:
+            return self._send(500, b"Internal Server Error", "text/plain")
+        if fault == "rate_limited" and count <= 1:
+            return self._send(429, b"Slow down", "text/plain", {"Retry-After": "1"})
+        if fault == "hang":
+            time.sleep(self.server.hang_s)
+            return self._send(200, data, "image/jpeg")
+        if fault == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return None
+        if fault == "corrupt_jpeg":
+            return self._send(200, data[:600] + bytes(len(data) - 600), "image/jpeg")
+        if fault == "html":
+            return self._send(200, b"<!doctype html><html><body>Oops</body></html>", "text/html")
+        if fault == "placeholder":
+            return self._send(302, b"", "text/plain", {"Location": PLACEHOLDER_PATH})
+        if fault == "redirect_loop":
+            return self._send(302, b"", "text/plain", {"Location": path})
+        if fault == "too_large":
+            return self._send(200, data + bytes(self.server.too_large_bytes), "image/jpeg")
+        if fault == "wrong_md5":
+            return self._send(200, data[:-2] + b"\x00\x00", "image/jpeg")
+        return self._send(200, data, "image/jpeg")  # error_then_ok / rate_limited, later tries
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (size cap)
+            self.close_connection = True
+
+
+class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """Serves photos from a folder of `{image_id}.{ext}` files, with injected faults.
+
+    Args:
+      photo_dir: the catalog's photos folder.
+      faults: ImageID -> fault kind, applied on `fault_routes`.
+      fault_rate: also give this fraction of ImageIDs (chosen by hash) a fault, cycling
+        through `fault_kinds`.
+      fault_routes: the routes faults apply to ("original" by default: the fallbacks work).
+      redirects: ImageID -> Location to redirect to (on `fault_routes`), for safety tests.
+      latency_s: added to every response (100 ms models a far server).
+      hang_s: how long a "hang" fault stalls (longer than the client's read timeout).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, photo_dir: str, faults: dict[str, str] | None = None,
+                 fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = FAULTS,
+                 fault_routes: tuple[str, ...] = ("original",), latency_s: float = 0.0,
+                 hang_s: float = 5.0, too_large_bytes: int = 4 << 20, port: int = 0,
+                 redirects: dict[str, str] | None = None):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.photo_dir = photo_dir
+        self.faults = dict(faults or {})
+        unknown = set(self.faults.values()) - set(FAULTS) | set(fault_kinds) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULTS}")
+        self.fault_rate, self.fault_kinds, self.fault_routes = fault_rate, fault_kinds, fault_routes
+        self.latency_s, self.hang_s, self.too_large_bytes = latency_s, hang_s, too_large_bytes
+        self.redirects = dict(redirects or {})
+        self.requests: collections.Counter = collections.Counter()
+        self.lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def photo(self, image_id: str) -> bytes | None:
+        """The photo's bytes, whatever its format (URLs always say .jpg, as Flickr's do)."""
+        if not image_id.isalnum():
+            return None
+        for ext in ("jpg", "png"):
+            path = os.path.join(self.photo_dir, f"{image_id}.{ext}")
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    return f.read()
+        return None
+
+    def reset(self, **settings) -> None:
+        """Clear the request counts and set fault settings (faults=..., fault_rate=...)."""
+        with self.lock:
+            self.requests.clear()
+            self.faults, self.redirects, self.fault_rate = {}, {}, 0.0
+            self.fault_kinds, self.fault_routes, self.latency_s = FAULTS, ("original",), 0.0
+            for key, value in settings.items():
+                setattr(self, key, value)
+
+    def fault_for(self, route: str, image_id: str) -> str:
+        if route not in self.fault_routes:
+            return ""
+        if image_id in self.faults:
+            return self.faults[image_id]
+        if self.fault_rate:
+            h = int(hashlib.sha256(image_id.encode()).hexdigest()[:8], 16)
+            if (h % 10_000) / 10_000 < self.fault_rate:
+                return self.fault_kinds[(h // 10_000) % len(self.fault_kinds)]
+        return ""
+
+    def total_requests(self) -> int:
+        with self.lock:
+            return sum(self.requests.values())
+
+    def start(self) -> "ImageServer":
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def __enter__(self) -> "ImageServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="open-sandwiches serve-images", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("catalog_dir", help="a catalog written with photos (its photos/ folder)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--fault_rate", type=float, default=0.0)
+    p.add_argument("--latency_ms", type=float, default=0.0)
+    args = p.parse_args(argv)
+    photo_dir = os.path.join(args.catalog_dir, "photos")
+    server = ImageServer(photo_dir, fault_rate=args.fault_rate,
+                         latency_s=args.latency_ms / 1000, port=args.port)
+    print(f"serving {photo_dir} on {server.base_url} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
