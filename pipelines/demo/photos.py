@@ -97,6 +97,9 @@ def render_photo(image_id: str, objects: list[tuple[str, int | None, tuple[float
         pattern, palette = class_style(mid, index)
         _draw_pattern(draw, (int(xmin * w), int(ymin * h), int(xmax * w) - 1, int(ymax * h) - 1),
                       pattern, palette)
+    # Sensor-like noise: real photos are high-entropy, which is what makes decoding cost.
+    noisy = np.asarray(img, dtype=np.int16) + rng.normal(0, 9, (h, w, 3)).astype(np.int16)
+    img = Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
     if rotation:
         img = img.rotate(-rotation, expand=True)  # PIL rotates counter-clockwise
     if mode != "RGB":

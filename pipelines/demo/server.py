@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     photo_dir = os.path.join(args.catalog_dir, "photos")
     server = ImageServer(photo_dir, fault_rate=args.fault_rate,
                          latency_s=args.latency_ms / 1000, port=args.port)
-    print(f"serving {photo_dir} on {server.base_url} (Ctrl-C stops)")
+    print(f"serving {photo_dir} on {server.base_url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
