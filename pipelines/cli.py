@@ -15,6 +15,8 @@ import sys
 COMMANDS = {
     "classes": ("pipelines.classes", "search class names, show the hierarchy, check a selection"),
     "plan": ("pipelines.plan", "scan the tables and show what you would get (no download)"),
+    "build": ("pipelines.build", "plan, download, crop and write the TFDS dataset"),
+    "verify": ("pipelines.verify", "check a built dataset against its manifest"),
     "demo": ("pipelines.demo.run", "run the tool offline on a generated mini Open Images"),
     "demo-catalog": ("pipelines.demo.catalog", "write a synthetic Open Images catalog"),
     "serve-images": ("pipelines.demo.server", "serve a catalog's photos on 127.0.0.1, with faults"),

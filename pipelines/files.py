@@ -6,8 +6,11 @@ Local paths skip Beam's filesystem layer (fast, and no Beam import for `classes`
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import BinaryIO
+import shutil
+import threading
+from typing import BinaryIO, Iterator
 
 
 def is_remote(path: str) -> bool:
@@ -52,23 +55,9 @@ def file_size(path: str) -> int:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole file so that readers never see half of it.
-
-    Local: a temp name in the same folder, then an atomic rename. Remote object stores
-    (gs://, s3://) publish an object only when its upload completes, which gives the same
-    guarantee.
-    """
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-        with FileSystems.create(path) as f:
-            f.write(data)
-        return
-    local = _local(path)
-    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
-    tmp = f"{local}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    """Write a whole file so that readers never see half of it (see open_for_write)."""
+    with open_for_write(path) as f:
         f.write(data)
-    os.replace(tmp, local)
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -76,3 +65,42 @@ def join_path(base: str, *parts: str) -> str:
     if is_remote(base):
         return "/".join([base.rstrip("/")] + [p.strip("/") for p in parts])
     return os.path.join(_local(base), *parts)
+
+
+@contextlib.contextmanager
+def open_for_write(path: str) -> Iterator[BinaryIO]:
+    """A writer that publishes the file only when the block ends without error (temp name
+    and rename locally; object stores publish on close). A crash leaves no file behind."""
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+        with FileSystems.create(path) as f:
+            yield f
+        return
+    local = _local(path)
+    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+    tmp = f"{local}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, local)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def exists(path: str) -> bool:
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.exists(path)
+    return os.path.exists(_local(path))
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder and everything under it, if it exists."""
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+        matches = FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list
+        if matches:
+            FileSystems.delete([m.path for m in matches])
+        return
+    shutil.rmtree(_local(path), ignore_errors=True)

@@ -56,6 +56,11 @@ def packaged_path(name: str) -> str:
     return str(importlib.resources.files("pipelines") / "data" / name)
 
 
+def packaged_class_list(version: str) -> str:
+    """Path of the class list shipped for a version."""
+    return packaged_path(_PACKAGED_LISTS[version])
+
+
 def parse_class_descriptions(data: bytes, path: str = "<class list>") -> dict[str, str]:
     """Parse a boxable class list (any version: header or not, LF or CRLF, quoted names).
 

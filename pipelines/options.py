@@ -115,6 +115,21 @@ class OpenSandwichesOptions(PipelineOptions):
                        help="Boxes narrower or shorter than this (in photo pixels) fail as too_small.")
         g.add_argument("--jpeg_quality", type=int, default=c.jpeg_quality)
 
+        g = parser.add_argument_group("dataset")
+        g.add_argument("--dataset_name", default="",
+                       help="Name of the dataset (default: from the labels, e.g. hamburger_sandwich).")
+        g.add_argument("--dataset_version", default="1.0.0", help="Semantic version.")
+        g.add_argument("--shard_size_mb", type=float, default=100.0,
+                       help="Target shard size; the shard count per split follows from it.")
+        g.add_argument("--num_shards", type=int, default=0,
+                       help="Fixed shard count per split (overrides --shard_size_mb).")
+        g.add_argument("--overwrite", action="store_true",
+                       help="Rebuild over a completed dataset of the same name and version.")
+        g.add_argument("--export_folders", default="",
+                       help="Also write DIR/<split>/<label>/<key>.jpg for image_dataset_from_directory.")
+        g.add_argument("--config", default="",
+                       help="YAML or JSON file of flags (keys without --); the command line wins.")
+
 
 def fetch_config(o: "OpenSandwichesOptions") -> fetch.FetchConfig:
     """The fetch stage's config from flags (raises ValueError on bad values)."""
@@ -136,12 +151,47 @@ def crop_spec(o: "OpenSandwichesOptions") -> crop.CropSpec:
                          jpeg_quality=o.jpeg_quality)
 
 
-def parse(argv: list[str] | None) -> OpenSandwichesOptions:
-    """Parse flags; pick the offline in-process runner unless one was chosen.
+def config_flags(path: str) -> list[str]:
+    """Flags from a YAML or JSON file: {"classes": ["Hamburger"], "include_subclasses": true}
+    becomes --classes Hamburger --include_subclasses (false booleans are left out)."""
+    import yaml  # JSON is YAML
 
-    DirectRunner is translated to LOCAL_RUNNER for the reason given above.
+    from pipelines import files
+    data = yaml.safe_load(files.read_bytes(path)) or {}
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "fingerprint" in data:
+        data = data["config"]  # a build_report.json: rebuild from the flags it records
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file is a mapping of flag names to values")
+    argv: list[str] = []
+    for key, value in data.items():
+        flag = "--" + str(key).lstrip("-")
+        if key == "config" or value is False or value is None or value == []:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag] + [str(v) for v in value]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def expand_config(argv: list[str]) -> list[str]:
+    """Put a --config file's flags before the command line's, so the command line wins."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return config_flags(argv[i + 1]) + argv[:i] + argv[i + 2:]
+        if arg.startswith("--config="):
+            return config_flags(arg.split("=", 1)[1]) + argv[:i] + argv[i + 1:]
+    return argv
+
+
+def parse(argv: list[str] | None) -> OpenSandwichesOptions:
+    """Parse flags (after expanding --config); pick the offline in-process runner unless
+    one was chosen. DirectRunner is translated to LOCAL_RUNNER for the reason given above.
     """
-    options = OpenSandwichesOptions(argv or [])
+    options = OpenSandwichesOptions(expand_config(argv or []))
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner"):
         standard.runner = LOCAL_RUNNER

@@ -26,9 +26,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 
-from pipelines import csvscan, files, join, options, rows
+from pipelines import csvscan, files, join, options, report, rows
 from pipelines.ontology import (ClassSelectionError, LabelSet, Ontology, UnknownClassError,
                                 build_label_set)
 from pipelines.scan import FAILED, ScanBoxes, ScanImages
@@ -266,15 +265,6 @@ def build_pipeline(p: beam.Pipeline, config: PlanConfig, output_dir: str) -> Non
                                     output_dir, ls.labels, ls.notes))
 
 
-def metrics_dict(result) -> dict[str, int]:
-    """Counters of a finished pipeline as {'namespace/name': value}."""
-    counters = result.metrics().query(MetricsFilter())["counters"]
-    out: dict[str, int] = collections.Counter()
-    for c in counters:
-        out[f"{c.key.metric.namespace}/{c.key.metric.name}"] += c.committed or c.attempted or 0
-    return dict(sorted(out.items()))
-
-
 def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, PlanConfig, str]:
     """Parse flags and check every input; raises USER_ERRORS on a mistake of the user's."""
     opts = options.parse(argv)
@@ -291,7 +281,7 @@ def execute(opts: options.OpenSandwichesOptions, config: PlanConfig, output_dir:
         build_pipeline(p, config, output_dir)
     summary_path = files.join_path(output_dir, SUMMARY_FILE)
     summary = json.loads(files.read_bytes(summary_path))
-    summary["metrics"] = metrics_dict(p.result)
+    summary["metrics"] = report.metrics_dict(p.result)["counters"]
     files.write_bytes(summary_path, json.dumps(summary, indent=2).encode("utf-8"))
     return summary
 

@@ -1,0 +1,150 @@
+"""`open-sandwiches build`: plan, fetch, crop and write a TFDS dataset, as one Beam job.
+
+    open-sandwiches build --classes Hamburger Sandwich \
+        --bbox_csv train-annotations-bbox.csv \
+        --images_csv train-images-boxable-with-rotation.csv --output_dir out
+
+    python -m pipelines.build --runner DataflowRunner --project P --region R \
+        --temp_location gs://B/tmp --setup_file ./setup.py ... --output_dir gs://B/out
+
+Writes `<output_dir>/<name>/<version>/` (shards, dataset_info.json, features.json,
+manifest.parquet, failures.jsonl, ATTRIBUTION.md, build_report.json and, last, COMPLETED)
+and prints the report. `--config FILE` loads flags from YAML or JSON; a build_report.json
+is such a file, so `build --config build_report.json` rebuilds a dataset from its report.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+
+import apache_beam as beam
+
+from pipelines import crop, fetch, files, options, plan, report
+from pipelines.crop_stage import CropBoxes
+from pipelines.fetch_stage import FetchImages
+from pipelines.ontology import packaged_class_list, packaged_path
+from pipelines.write import (COMPLETED_FILE, REPORT_FILE, DatasetLayout, WriteDataset,
+                             check_destination, default_dataset_name, export_folders,
+                             finalize, write_json)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """Everything a build needs, checked before the pipeline starts."""
+
+    plan: plan.PlanConfig
+    fetch: fetch.FetchConfig
+    crop: crop.CropSpec
+    layout: DatasetLayout
+    shard_size_bytes: int
+    num_shards: int
+    export_folders: str
+
+
+def our_flags(opts: options.OpenSandwichesOptions) -> dict:
+    """The values of this project's flags (not Beam's), as a --config mapping."""
+    parser = argparse.ArgumentParser(add_help=False)
+    options.OpenSandwichesOptions._add_argparse_args(parser)
+    values = opts.view_as(options.OpenSandwichesOptions).get_all_options()
+    return {a.dest: values.get(a.dest) for a in parser._actions if a.dest != "help"}
+
+
+def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, BuildConfig]:
+    """Parse and check everything; raise plan.USER_ERRORS (or FileExistsError) on mistakes.
+
+    Clears a partial dataset left by a killed build, and refuses to replace a completed
+    one unless --overwrite.
+    """
+    opts = options.parse(argv)
+    o = opts.view_as(options.OpenSandwichesOptions)
+    if not o.output_dir:
+        raise ValueError("--output_dir is required")
+    plan_config, _ = plan.PlanConfig.from_options(opts)
+    if o.shard_size_mb <= 0 or o.num_shards < 0:
+        raise ValueError("--shard_size_mb must be positive and --num_shards >= 0")
+    layout = DatasetLayout(o.output_dir,
+                           o.dataset_name or default_dataset_name(plan_config.label_set.labels),
+                           o.dataset_version)
+    config = BuildConfig(plan_config, options.fetch_config(o), options.crop_spec(o), layout,
+                         int(o.shard_size_mb * 2**20), o.num_shards, o.export_folders)
+    check_destination(layout, o.overwrite)
+    return opts, config
+
+
+def _finalize(_, layout, labels, shards, failures, planned_boxes):
+    counts = finalize(layout, labels, list(shards), list(failures), planned_boxes)
+    write_json(layout.path(REPORT_FILE), counts)
+
+
+def build_pipeline(p: beam.Pipeline, config: BuildConfig) -> None:
+    """Add the whole build to a pipeline: plan -> fetch -> crop -> write -> finalize."""
+    labels = config.plan.label_set.labels
+    tasks, plan_failures = p | "Plan" >> plan.PlanImages(config.plan)
+    photos, fetch_failures = tasks | "FetchImages" >> FetchImages(config.fetch)
+    crops, crop_failures = photos | "CropBoxes" >> CropBoxes(config.crop)
+    if config.export_folders:
+        export_folders(crops, config.export_folders)
+    shards = crops | "WriteDataset" >> WriteDataset(config.layout, labels,
+                                                    config.shard_size_bytes, config.num_shards)
+    failures = (plan_failures, fetch_failures, crop_failures) | "AllFailures" >> beam.Flatten()
+    planned = (tasks
+               | "BoxesPerTask" >> beam.Map(lambda t: len(t.boxes))
+               | "PlannedBoxes" >> beam.CombineGlobally(sum))
+    (p
+     | "Once" >> beam.Create([None])
+     | "Finalize" >> beam.Map(_finalize, config.layout, labels, beam.pvalue.AsList(shards),
+                              beam.pvalue.AsList(failures), beam.pvalue.AsSingleton(planned)))
+
+
+def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:
+    """Run the job, then complete build_report.json and write COMPLETED last."""
+    o = opts.view_as(options.OpenSandwichesOptions)
+    flags = our_flags(opts)
+    inputs = list(o.bbox_csv) + list(o.images_csv) + [
+        o.class_descriptions or packaged_class_list(o.version),
+        o.hierarchy or packaged_path("bbox_labels_600_hierarchy.json")]
+    identity = report.fingerprint(flags, inputs)
+    start = time.perf_counter()
+    with beam.Pipeline(options=opts) as p:
+        build_pipeline(p, config)
+    seconds = time.perf_counter() - start
+    path = config.layout.path(REPORT_FILE)
+    result = json.loads(files.read_bytes(path))
+    result = {"dataset": config.layout.name, "version": config.layout.version,
+              "labels": list(config.plan.label_set.labels), **result,
+              "notes": list(config.plan.label_set.notes), "seconds": round(seconds, 2),
+              **identity, "config": flags, "metrics": report.metrics_dict(p.result)}
+    write_json(path, result)
+    files.write_bytes(config.layout.path(COMPLETED_FILE),
+                      (result["fingerprint"] + "\n").encode())
+    return result
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Build from command-line flags; return the report."""
+    return execute(*prepare(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options.setup_logging(verbose="--verbose" in argv, quiet="--quiet" in argv)
+    argv = [a for a in argv if a not in ("--verbose", "--quiet")]
+    try:
+        opts, config = prepare(argv)
+    except plan.USER_ERRORS + (FileExistsError,) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = execute(opts, config)
+    print(report.format_report(result))
+    print(f"\ndataset: {config.layout.dir}")
+    return 0 if result["invariant"]["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Reading a finished job's Beam metrics, fingerprinting a build, printing its report."""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipelines import files
+
+# Flags that say where things go on this machine, not what the dataset is.
+_LOCAL_FLAGS = ("output_dir", "cache_dir", "export_folders", "overwrite", "config")
+
+
+def metrics_dict(result) -> dict:
+    """Counters as {'namespace/name': value} and timing distributions as
+    {'namespace/name': {'count', 'sum', 'mean', 'max'}}, from a finished pipeline."""
+    query = result.metrics().query(MetricsFilter())
+    counters: dict[str, int] = collections.Counter()
+    for c in query["counters"]:
+        counters[f"{c.key.metric.namespace}/{c.key.metric.name}"] += c.committed or c.attempted or 0
+    timings = {}
+    for d in query["distributions"]:
+        r = d.committed or d.attempted
+        if r is not None and r.count:
+            timings[f"{d.key.metric.namespace}/{d.key.metric.name}"] = {
+                "count": r.count, "sum": r.sum, "mean": round(r.sum / r.count, 2), "max": r.max}
+    return {"counters": dict(sorted(counters.items())), "timings": dict(sorted(timings.items()))}
+
+
+def file_checksum(path: str) -> str:
+    """sha256 of a local file; the filesystem's own checksum for remote ones (gs:// md5)."""
+    if files.is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+        return f"{path.split('://')[0]}:{FileSystems.checksum(path)}"
+    digest = hashlib.sha256()
+    with files.open_binary(path) as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def fingerprint(config: dict, inputs: list[str]) -> dict:
+    """What identifies a build: its flags (less machine-local paths) and its inputs' checksums."""
+    portable = {k: v for k, v in sorted(config.items()) if k not in _LOCAL_FLAGS}
+    checksums = {path: file_checksum(path) for path in inputs}
+    blob = json.dumps({"config": portable, "inputs": sorted(checksums.values())}, sort_keys=True)
+    return {"inputs": checksums, "fingerprint": hashlib.sha256(blob.encode()).hexdigest()}
+
+
+def format_report(report: dict) -> str:
+    """The build report as plain-text tables."""
+    labels = list(report["examples"])
+    splits = ("train", "validation", "test", "total")
+    width = max([len(l) for l in labels] + [5])
+    head = f"{'label':<{width}}  " + "  ".join(f"{s:>10}" for s in splits)
+    out = ["examples per class and split", head, "-" * len(head)]
+    for label in labels:
+        out.append(f"{label:<{width}}  " + "  ".join(
+            f"{report['examples'][label][s]:>10}" for s in splits))
+    out.append("")
+    for split, info in report["splits"].items():
+        out.append(f"{split}: {info['examples']} examples in {info['shards']} shard(s), "
+                   f"{info['bytes'] / 2**20:.1f} MiB")
+    inv = report["invariant"]
+    out.append(f"boxes planned {inv['planned_boxes']} = examples {inv['examples']} + fetch/crop "
+               f"failures {inv['fetch_and_crop_failures']}; lost: {inv['lost']}")
+    if report["failures_by_stage_and_reason"]:
+        out.append("failures by stage/reason:")
+        out += [f"  {k}: {v}" for k, v in report["failures_by_stage_and_reason"].items()]
+    if "seconds" in report:
+        out.append(f"built in {report['seconds']:.1f} s; fingerprint {report['fingerprint'][:16]}")
+    return "\n".join(out)

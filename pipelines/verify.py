@@ -1,0 +1,109 @@
+"""`open-sandwiches verify DIR`: check a built dataset against its manifest and metadata.
+
+    open-sandwiches verify out/hamburger_sandwich/1.0.0
+
+Reads every shard (checking each record's CRCs), recounts examples per shard against
+`dataset_info.json`, and recomputes every example's JPEG sha256 against
+`manifest.parquet`. Reports missing, extra and changed examples, and exits 0 only when
+everything matches and the build completed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+
+import pyarrow.parquet as pq
+
+from pipelines import files, tfrecord
+from pipelines.write import COMPLETED_FILE, MANIFEST_FILE
+from schemas import examples
+
+
+def _shard_names(info: dict, name: str) -> list[tuple[str, str, int]]:
+    """(split, file name, expected examples) for every shard dataset_info.json lists."""
+    out = []
+    for split in info.get("splits", []):
+        lengths = [int(n) for n in split.get("shardLengths", [])]
+        for i, n in enumerate(lengths):
+            out.append((split["name"], f"{name}-{split['name']}.{examples.FILE_FORMAT}-"
+                                        f"{i:05d}-of-{len(lengths):05d}", n))
+    return out
+
+
+def verify(dataset_dir: str) -> dict:
+    """Check a dataset folder; returns {"ok": bool, "problems": [...], counts...}."""
+    import tensorflow as tf  # only to parse tf.train.Example protos
+
+    problems: list[str] = []
+    if not files.exists(files.join_path(dataset_dir, COMPLETED_FILE)):
+        problems.append("no COMPLETED marker: the build did not finish")
+    info = json.loads(files.read_bytes(files.join_path(dataset_dir, "dataset_info.json")))
+    manifest = pq.read_table(io.BytesIO(files.read_bytes(
+        files.join_path(dataset_dir, MANIFEST_FILE)))).to_pylist()
+    expected = {(r["image_id"], r["box_index"]): (r["shard"], r["jpeg_sha256"]) for r in manifest}
+    if len(expected) != len(manifest):
+        problems.append(f"manifest has {len(manifest) - len(expected)} duplicate keys")
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    examples_read = 0
+    for split, shard, length in _shard_names(info, info["name"]):
+        path = files.join_path(dataset_dir, shard)
+        if not files.exists(path):
+            problems.append(f"{shard}: missing")
+            continue
+        count = 0
+        try:
+            with files.open_binary(path) as f:
+                for record in tfrecord.read_records(f):
+                    feats = tf.train.Example.FromString(record).features.feature
+                    key = (feats[examples.IMAGE_ID].bytes_list.value[0].decode(),
+                           int(feats[examples.BOX_INDEX].int64_list.value[0]))
+                    digest = hashlib.sha256(feats[examples.IMAGE].bytes_list.value[0]).hexdigest()
+                    if key in found:
+                        problems.append(f"{shard}: example {key} appears twice")
+                    found[key] = (shard, digest)
+                    count += 1
+        except tfrecord.CorruptRecord as err:
+            problems.append(f"{shard}: corrupt: {err}")
+        examples_read += count
+        if count != length:
+            problems.append(f"{shard}: {count} examples, dataset_info.json says {length}")
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    changed = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    problems += [f"missing example {k}" for k in missing[:20]]
+    problems += [f"extra example {k}" for k in extra[:20]]
+    problems += [f"changed example {k}: manifest {expected[k]}, shard {found[k]}"
+                 for k in changed[:20]]
+    return {"ok": not problems, "problems": problems, "examples_in_manifest": len(expected),
+            "examples_read": examples_read, "missing": len(missing), "extra": len(extra),
+            "changed": len(changed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="open-sandwiches verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset_dir", help="<output_dir>/<name>/<version>")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.dataset_dir) and not files.is_remote(args.dataset_dir):
+        print(f"error: {args.dataset_dir} is not a folder", file=sys.stderr)
+        return 2
+    result = verify(args.dataset_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['examples_read']} examples read, {result['examples_in_manifest']} in the "
+              f"manifest; missing {result['missing']}, extra {result['extra']}, "
+              f"changed {result['changed']}")
+        for problem in result["problems"]:
+            print(f"  problem: {problem}")
+        print("OK" if result["ok"] else "FAILED")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The dataset's example spec and manifest columns: written by pipelines/, read by model/.
+
+One TFDS `FeaturesDict`, defined here once. The writer serialises with it (through TFDS's
+own example serializer, deterministically), `tfds.builder_from_directory` reads with the
+`features.json` it produces, and the trainer uses the same keys.
+
+TensorFlow and TFDS are imported lazily: Beam workers that only scan CSVs import this
+package too, and must not pay TensorFlow's start-up.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.records import Crop
+
+IMAGE = "image"
+LABEL = "label"
+MID = "mid"
+IMAGE_ID = "image_id"
+BOX_INDEX = "box_index"
+BBOX = "bbox"
+FLAGS = ("is_occluded", "is_truncated", "is_group_of", "is_depiction", "is_inside")
+LICENSE = "license"
+AUTHOR = "author"
+LANDING_URL = "landing_url"
+
+FILE_FORMAT = "tfrecord"
+SPLIT_ORDER = ("train", "validation", "test")
+
+
+def features(labels: Sequence[str]):
+    """The tfds FeaturesDict of one example. `image` holds the crop's JPEG bytes unchanged;
+    `bbox` is the box in the source photo (TFDS order: ymin, xmin, ymax, xmax)."""
+    import tensorflow_datasets as tfds
+
+    spec = {
+        IMAGE: tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        LABEL: tfds.features.ClassLabel(names=list(labels)),
+        MID: tfds.features.Text(),
+        IMAGE_ID: tfds.features.Text(),
+        BOX_INDEX: tfds.features.Scalar(np.int32),
+        BBOX: tfds.features.BBoxFeature(),
+        LICENSE: tfds.features.Text(),
+        AUTHOR: tfds.features.Text(),
+        LANDING_URL: tfds.features.Text(),
+    }
+    spec.update({flag: tfds.features.Scalar(np.int8) for flag in FLAGS})
+    return tfds.features.FeaturesDict(spec)
+
+
+def example_dict(crop: Crop) -> dict[str, Any]:
+    """A crop as the feature values `features()` encodes."""
+    b = crop.box
+    out = {
+        IMAGE: crop.jpeg, LABEL: b.label_index, MID: b.mid, IMAGE_ID: crop.image.image_id,
+        BOX_INDEX: b.box_index, LICENSE: crop.image.license, AUTHOR: crop.image.author,
+        LANDING_URL: crop.image.landing_url,
+        BBOX: np.array([b.ymin, b.xmin, b.ymax, b.xmax], np.float32),
+    }
+    out.update({flag: getattr(b, flag) for flag in FLAGS})
+    return out
+
+
+class Serializer:
+    """Crop -> serialized tf.train.Example bytes, identical in every process.
+
+    Build it in a DoFn's setup(): it imports TensorFlow.
+    """
+
+    def __init__(self, labels: Sequence[str]):
+        from tensorflow_datasets.core import example_serializer
+
+        self.features = features(labels)
+        self._serializer = example_serializer.ExampleSerializer(
+            self.features.get_serialized_info())
+
+    def __call__(self, crop: Crop) -> bytes:
+        encoded = self.features.encode_example(example_dict(crop))
+        proto = self._serializer.get_tf_example(encoded)
+        # Without deterministic=True, map fields serialise in process-dependent order.
+        return proto.SerializeToString(deterministic=True)
+
+
+MANIFEST_SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("box_index", pa.int32()),
+    ("split", pa.string()),
+    ("shard", pa.string()),
+    ("label", pa.string()),
+    ("label_index", pa.int32()),
+    ("mid", pa.string()),
+    ("xmin", pa.float32()),
+    ("xmax", pa.float32()),
+    ("ymin", pa.float32()),
+    ("ymax", pa.float32()),
+    ("jpeg_sha256", pa.string()),
+    ("source", pa.string()),
+    ("url", pa.string()),
+    ("author", pa.string()),
+    ("license", pa.string()),
+    ("landing_url", pa.string()),
+    ("title", pa.string()),
+])
+
+
+def manifest_row(crop: Crop, shard: str, jpeg_sha256: str) -> dict[str, Any]:
+    b, img = crop.box, crop.image
+    return {"image_id": img.image_id, "box_index": b.box_index, "split": crop.split,
+            "shard": shard, "label": b.label, "label_index": b.label_index, "mid": b.mid,
+            "xmin": b.xmin, "xmax": b.xmax, "ymin": b.ymin, "ymax": b.ymax,
+            "jpeg_sha256": jpeg_sha256, "source": crop.source, "url": crop.url,
+            "author": img.author, "license": img.license, "landing_url": img.landing_url,
+            "title": img.title}
