@@ -17,6 +17,9 @@ COMMANDS = {
     "plan": ("pipelines.plan", "scan the tables and show what you would get (no download)"),
     "build": ("pipelines.build", "plan, download, crop and write the TFDS dataset"),
     "verify": ("pipelines.verify", "check a built dataset against its manifest"),
+    "train": ("model.train", "train a Keras classifier on a built dataset"),
+    "evaluate": ("model.evaluate", "per-class precision and recall, confusion matrix, mistakes"),
+    "predict": ("model.evaluate:predict_main", "class probabilities for image files"),
     "demo": ("pipelines.demo.run", "run the tool offline on a generated mini Open Images"),
     "demo-catalog": ("pipelines.demo.catalog", "write a synthetic Open Images catalog"),
     "serve-images": ("pipelines.demo.server", "serve a catalog's photos on 127.0.0.1, with faults"),
@@ -39,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest)
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    return getattr(importlib.import_module(module_name), function or "main")(rest)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""The trainer's typed config: defaults as in the article, loadable from YAML or JSON.
+
+    open-sandwiches train --dataset_dir out/hamburger_sandwich/1.0.0 --model_dir out/model
+    open-sandwiches train --config train.yaml --epochs 10     # the command line wins
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+ARCHS = ("simple_cnn", "mobilenet_v2", "efficientnet_b0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved beside the model as config.json.
+
+    Attributes:
+      dataset_dir: a dataset written by `build` (<output_dir>/<name>/<version>).
+      model_dir: where model.keras, history.json, plots and logs go.
+      arch: simple_cnn (the article's three conv blocks), mobilenet_v2 or efficientnet_b0.
+      weights: for the transfer archs: imagenet (downloads; needs the internet), none, or
+        a path to a .weights.h5 / .keras file of the same architecture.
+      image_size: model input side; crops are resized to it (default: the dataset's).
+      batch_size, epochs, patience: as in the article (16, up to 50, early stop after 4).
+      learning_rate: Adam's.
+      class_weight: none, or balanced (inverse class frequency in the training split).
+      seed: seeds shuffling, augmentation and initialisation.
+      augment: random flip, zoom, rotation, translation and contrast layers in the model.
+      dropout: before the classifier.
+      cache: keep decoded images in memory when they fit (auto), always (true), never (false).
+    """
+
+    dataset_dir: str = ""
+    model_dir: str = "model_out"
+    arch: str = "simple_cnn"
+    weights: str = "none"
+    image_size: int = 0
+    batch_size: int = 16
+    epochs: int = 50
+    patience: int = 4
+    learning_rate: float = 1e-3
+    class_weight: str = "none"
+    seed: int = 0
+    augment: bool = True
+    dropout: float = 0.5
+    cache: str = "auto"
+
+    def validate(self) -> "TrainConfig":
+        if not self.dataset_dir:
+            raise ValueError("--dataset_dir is required (a folder written by build)")
+        if self.arch not in ARCHS:
+            raise ValueError(f"--arch must be one of {ARCHS}, not {self.arch!r}")
+        if self.class_weight not in ("none", "balanced"):
+            raise ValueError("--class_weight must be none or balanced")
+        if self.cache not in ("auto", "true", "false"):
+            raise ValueError("--cache must be auto, true or false")
+        if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
+            raise ValueError("--batch_size and --epochs must be >= 1, --patience >= 0")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def from_args(argv: list[str]) -> TrainConfig:
+    """Config from --config FILE (YAML/JSON) and flags named like the fields."""
+    p = argparse.ArgumentParser(prog="open-sandwiches train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        kind = hints[field.name]
+        conv = _parse_bool if kind is bool else kind
+        p.add_argument(f"--{field.name}", type=conv, default=None,
+                       choices=ARCHS if field.name == "arch" else None)
+    args = p.parse_args(argv)
+    values: dict = {}
+    if args.config:
+        import yaml
+        with open(args.config) as f:
+            values.update(yaml.safe_load(f) or {})
+        unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}")
+    values.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
+    return TrainConfig(**values).validate()
