@@ -106,7 +106,8 @@ def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:
     """Run the job, then complete build_report.json and write COMPLETED last."""
     o = opts.view_as(options.OpenSandwichesOptions)
     flags = our_flags(opts)
-    inputs = list(o.bbox_csv) + list(o.images_csv) + [
+    tables = config.plan.box_tables + config.plan.image_tables
+    inputs = [t.path for t in tables] + [
         o.class_descriptions or packaged_class_list(o.version),
         o.hierarchy or packaged_path("bbox_labels_600_hierarchy.json")]
     identity = report.fingerprint(flags, inputs)

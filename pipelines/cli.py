@@ -17,6 +17,7 @@ COMMANDS = {
     "plan": ("pipelines.plan", "scan the tables and show what you would get (no download)"),
     "build": ("pipelines.build", "plan, download, crop and write the TFDS dataset"),
     "verify": ("pipelines.verify", "check a built dataset against its manifest"),
+    "metadata": ("pipelines.metadata", "list or download the official Open Images tables"),
     "train": ("model.train", "train a Keras classifier on a built dataset"),
     "evaluate": ("model.evaluate", "per-class precision and recall, confusion matrix, mistakes"),
     "predict": ("model.evaluate:predict_main", "class probabilities for image files"),

@@ -48,6 +48,13 @@ class OpenSandwichesOptions(PipelineOptions):
                        help="Box tables (local paths or gs://, s3://... URLs).")
         g.add_argument("--images_csv", nargs="+", default=[],
                        help="Image tables with URLs, licences and Rotation.")
+        g.add_argument("--split", default="", choices=("", "train", "validation", "test", "all"),
+                       help="Instead of --bbox_csv/--images_csv: use the official tables of "
+                            "--version for this split, downloaded into --metadata_cache.")
+        g.add_argument("--metadata_base_url", default="https://storage.googleapis.com/openimages",
+                       help="Where the official metadata files are (a mirror, say).")
+        g.add_argument("--metadata_cache", default="",
+                       help="Metadata download cache (default ~/.cache/open-sandwiches/metadata).")
         g.add_argument("--scan_range_mb", type=int, default=csvscan.DEFAULT_RANGE_BYTES >> 20,
                        help="Size of the byte ranges the tables are scanned in.")
         g.add_argument("--output_dir", default=None, help="Where outputs are written.")

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from pipelines import csvscan, files, join, options, report, rows
+from pipelines import csvscan, files, join, metadata, options, report, rows
 from pipelines.ontology import (ClassSelectionError, LabelSet, Ontology, UnknownClassError,
                                 build_label_set)
 from pipelines.scan import FAILED, ScanBoxes, ScanImages
@@ -65,9 +65,14 @@ class PlanConfig:
           ValueError: a bad flag value.
         """
         o = opts.view_as(options.OpenSandwichesOptions)
-        if not o.bbox_csv or not o.images_csv:
+        bbox_csv, images_csv = list(o.bbox_csv), list(o.images_csv)
+        if o.split and not bbox_csv and not images_csv:
+            bbox_csv, images_csv = metadata.ensure(o.version, o.split, o.metadata_base_url,
+                                                   o.metadata_cache)
+        if not bbox_csv or not images_csv:
             raise ValueError("give the tables to scan: --bbox_csv FILE [FILE ...] "
-                             "--images_csv FILE [FILE ...]")
+                             "--images_csv FILE [FILE ...], or --version V --split S to "
+                             "use (and download) the official ones")
         ontology = Ontology.load(o.version, o.class_descriptions, o.hierarchy)
         label_set = build_label_set(ontology, o.classes, o.include_subclasses, o.exclude,
                                     o.relabel_to_parent)
@@ -79,8 +84,8 @@ class PlanConfig:
             raise ValueError("--scan_range_mb must be positive")
         config = cls(
             label_set=label_set,
-            box_tables=tuple(csvscan.open_table(p, openimages.BOXES) for p in o.bbox_csv),
-            image_tables=tuple(csvscan.open_table(p, openimages.IMAGES) for p in o.images_csv),
+            box_tables=tuple(csvscan.open_table(p, openimages.BOXES) for p in bbox_csv),
+            image_tables=tuple(csvscan.open_table(p, openimages.IMAGES) for p in images_csv),
             filters=filters, range_bytes=o.scan_range_mb << 20, seed=o.seed,
             split_source=o.split_source, fractions=join.check_fractions(o.split_fractions),
             max_per_class=o.max_per_class)
