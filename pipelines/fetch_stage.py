@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines import fetch
+from pipelines.progress import Progress
 from pipelines.scan import FAILED
 from schemas.records import STAGE_FETCH, Failure, FetchedPhoto, ImageTask
 
@@ -38,6 +39,7 @@ class _FetchBatch(beam.DoFn):
         self._pool = concurrent.futures.ThreadPoolExecutor(self._config.fetch_concurrency,
                                                            thread_name_prefix="fetch")
         self._seen = dict(self._fetcher.stats)
+        self._progress = Progress("fetch")
 
     def teardown(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -51,11 +53,13 @@ class _FetchBatch(beam.DoFn):
                 got = future.result()
             except fetch.FetchFailed as err:
                 self._counters["photos_failed"].inc()
+                self._progress.add(photos=1, failed=1)
                 self._reasons[err.reason].inc()
                 for failure in failures_for(task, STAGE_FETCH, err.reason, err.detail, err.url):
                     yield beam.pvalue.TaggedOutput(FAILED, failure)
                 continue
             self._counters["photos_fetched"].inc()
+            self._progress.add(photos=1, failed=0)
             self._sources[got.source].inc()
             yield FetchedPhoto(task, got.data, got.source, got.url)
         stats = dict(self._fetcher.stats)

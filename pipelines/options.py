@@ -208,5 +208,6 @@ def parse(argv: list[str] | None) -> OpenSandwichesOptions:
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Beam is chatty at INFO; keep its lines for --verbose.
-    logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Beam and tfds are chatty at INFO; keep their lines for --verbose.
+    for name in ("apache_beam", "absl"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipelines import files, tfrecord
+from pipelines.progress import Progress
 from schemas import examples
 from schemas.records import STAGE_CROP, STAGE_FETCH, Crop, Failure
 
@@ -111,10 +112,12 @@ class _Serialize(beam.DoFn):
 
     def setup(self):
         self._serializer = examples.Serializer(self._labels)  # imports TensorFlow
+        self._progress = Progress("crops serialized")
 
     def process(self, crop: Crop):
         data = self._serializer(crop)
         self._bytes.inc(len(data))
+        self._progress.add(crops=1, bytes=len(data))
         yield Record(crop.key, crop.split, data, dataclasses.replace(crop, jpeg=b""),
                      hashlib.sha256(crop.jpeg).hexdigest())
 
