@@ -40,6 +40,10 @@ setup(
             "pytest-timeout>=2.2",
             "hypothesis>=6.90",
             "psutil>=5.9",
+            # The Dataflow test builds a job offline: it needs the gcp extra, and Beam's
+            # stager packages setup.py with `python -m build`.
+            "apache-beam[gcp]>=2.60",
+            "build>=1.0",
         ],
         "gcp": ["apache-beam[gcp]>=2.60"],
     },
