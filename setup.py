@@ -17,7 +17,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*", "model", "model.*",
                                     "schemas", "schemas.*"]),
-    package_data={"pipelines": ["data/*.csv", "data/*.json", "data/*.md"]},
+    package_data={"pipelines": ["data/*.csv", "data/*.json", "data/*.md", "data/vega/*",
+                                "demo/previews/*.png"]},
     include_package_data=True,
     install_requires=[
         # google-crc32c: WriteToTFRecord and TFRecord CRCs need a fast CRC package.

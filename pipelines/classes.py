@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="+", default=[])
     p.add_argument("--relabel_to_parent", action="store_true")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--radial_tree", metavar="FILE.html",
+                   help="write the hierarchy as a self-contained Vega radial tree page")
+    p.add_argument("--plan", metavar="DIR", help="with --radial_tree: box counts from a plan")
     return p
 
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> str:
         label_set = build_label_set(ont, args.classes, args.include_subclasses, args.exclude,
                                     args.relabel_to_parent)
         selected = set(label_set.mid_to_index)
-        if args.tree is None and args.search is None:
+        if args.tree is None and args.search is None and not args.radial_tree:
             if args.json:
                 return json.dumps(label_set.to_json(ont), indent=2)
             lines = []
@@ -50,6 +53,13 @@ def run(args: argparse.Namespace) -> str:
                 mids = [m for m in label_set.mids if label_set.mid_to_index[m] == i]
                 lines.append(f"{i}: {label} <- " + ", ".join(f"{ont.name(m)} ({m})" for m in mids))
             return "\n".join(lines + [f"note: {n}" for n in label_set.notes])
+    if args.radial_tree:
+        from pipelines import radial_tree
+        counts = _plan_counts(args.plan) if args.plan else None
+        requested = {ont.resolve(c) for c in args.classes}
+        html_path, spec_path, n = radial_tree.write(args.radial_tree, ont, selected, requested,
+                                                    counts)
+        return f"wrote {html_path} ({n} nodes) and {spec_path}"
     if args.tree is not None:
         root = ROOT_MID if args.tree.casefold() == "entity" else ont.resolve(args.tree)
         if args.json:
@@ -64,6 +74,15 @@ def run(args: argparse.Namespace) -> str:
         hint = ont.suggest(args.search or "")
         return f"no class contains {args.search!r}" + (f"; close: {', '.join(hint)}" if hint else "")
     return "\n".join(f"{m:<12} {ont.names[m]}" for m in mids)
+
+
+def _plan_counts(plan_dir: str) -> dict[str, int]:
+    """Boxes per MID in a plan.parquet."""
+    import os
+
+    import pyarrow.parquet as pq
+    table = pq.read_table(os.path.join(plan_dir, "plan.parquet"), columns=["mid"])
+    return table.to_pandas().mid.value_counts().to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ COMMANDS = {
     "build": ("pipelines.build", "plan, download, crop and write the TFDS dataset"),
     "verify": ("pipelines.verify", "check a built dataset against its manifest"),
     "metadata": ("pipelines.metadata", "list or download the official Open Images tables"),
+    "preview": ("pipelines.preview", "PNG grids of photos with boxes, crops, counts, failures"),
     "train": ("model.train", "train a Keras classifier on a built dataset"),
     "evaluate": ("model.evaluate", "per-class precision and recall, confusion matrix, mistakes"),
     "predict": ("model.evaluate:predict_main", "class probabilities for image files"),

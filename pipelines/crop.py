@@ -251,6 +251,18 @@ def crop_box(decoded: Decoded, box: Box, rotation: int | None, spec: CropSpec) -
                                   colorspace="RGB")
 
 
+def upright_box(box: Box | tuple[float, float, float, float],
+                rotation: int | None) -> tuple[float, float, float, float]:
+    """Where a stored-frame box (xmin, xmax, ymin, ymax) lies once the photo is turned
+    upright, i.e. counter-clockwise by `rotation` degrees."""
+    if isinstance(box, Box):
+        box = (box.xmin, box.xmax, box.ymin, box.ymax)
+    xmin, xmax, ymin, ymax = box
+    for _ in range((int(rotation or 0) // 90) % 4):  # one counter-clockwise quarter turn
+        xmin, xmax, ymin, ymax = ymin, ymax, 1 - xmax, 1 - xmin
+    return xmin, xmax, ymin, ymax
+
+
 def crop_photo(data: bytes, boxes: list[Box], rotation: int | None,
                spec: CropSpec) -> list[tuple[Box, bytes | DecodeError]]:
     """Crop every box of one photo, decoding it once. Per box: JPEG bytes or the error."""

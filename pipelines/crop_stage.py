@@ -1,6 +1,8 @@
 """The Beam stage that cuts each fetched photo into one crop per box (see crop.py)."""
 from __future__ import annotations
 
+import time
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -14,11 +16,14 @@ class _CropPhoto(beam.DoFn):
         self._spec = spec
         self._crops = Metrics.counter("crop", "crops")
         self._failed = Metrics.counter("crop", "failures")
+        self._busy_ms = Metrics.distribution("timing", "crop_ms")
 
     def process(self, photo: FetchedPhoto):
         task = photo.task
-        for box, out in crop.crop_photo(photo.data, list(task.boxes), task.image.rotation,
-                                        self._spec):
+        start = time.perf_counter()
+        results = crop.crop_photo(photo.data, list(task.boxes), task.image.rotation, self._spec)
+        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
+        for box, out in results:
             if isinstance(out, crop.DecodeError):
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(FAILED, Failure(

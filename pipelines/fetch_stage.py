@@ -9,6 +9,7 @@ example or one failure) holds through this stage.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -33,6 +34,7 @@ class _FetchBatch(beam.DoFn):
                                     "photos_failed")}
         self._reasons = {r: Metrics.counter("fetch", f"failed_{r}") for r in fetch.REASONS}
         self._sources = {s: Metrics.counter("fetch", f"from_{s}") for s in fetch.SOURCES}
+        self._busy_ms = Metrics.distribution("timing", "fetch_ms")
 
     def setup(self):
         self._fetcher = fetch.Fetcher(self._config)
@@ -46,6 +48,7 @@ class _FetchBatch(beam.DoFn):
         self._fetcher.close()
 
     def process(self, batch: list[ImageTask]):
+        start = time.perf_counter()
         futures = {self._pool.submit(self._fetcher.fetch, task.image): task for task in batch}
         for future in concurrent.futures.as_completed(futures):
             task = futures[future]
@@ -66,6 +69,7 @@ class _FetchBatch(beam.DoFn):
         for key in ("requests", "retries", "cache_hits"):
             self._counters[key].inc(stats.get(key, 0) - self._seen.get(key, 0))
         self._seen = stats
+        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
 
 
 class FetchImages(beam.PTransform):

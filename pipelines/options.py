@@ -134,6 +134,8 @@ class OpenSandwichesOptions(PipelineOptions):
                        help="Rebuild over a completed dataset of the same name and version.")
         g.add_argument("--export_folders", default="",
                        help="Also write DIR/<split>/<label>/<key>.jpg for image_dataset_from_directory.")
+        g.add_argument("--no_previews", action="store_true",
+                       help="Do not write previews/ (photo grid, crops, counts, failures).")
         g.add_argument("--config", default="",
                        help="YAML or JSON file of flags (keys without --); the command line wins.")
 

@@ -11,6 +11,8 @@ from typing import Iterable, Mapping
 
 import apache_beam as beam
 import pyarrow as pa
+import time
+
 from apache_beam.metrics import Metrics
 
 from pipelines import csvscan, files, rows
@@ -41,11 +43,13 @@ class _ReadBoxRanges(beam.DoFn):
         self._boxes_out = Metrics.counter("scan_boxes", "boxes_selected")
         self._failed = Metrics.counter("scan_boxes", "failures")
         self._filtered = {r: Metrics.counter("scan_boxes", r) for r in rows.FILTER_REASONS}
+        self._busy_ms = Metrics.distribution("timing", "scan_boxes_ms")
 
     def setup(self):
         self._keys = pa.array(sorted(self._mid_to_index), pa.string())
 
     def process(self, rng: csvscan.ByteRange):
+        start = time.perf_counter()
         with files.open_binary(rng.table.path) as f:
             offset, data = csvscan.read_range(f, rng)
         table, bad, n = csvscan.parse_and_filter(data, rng.table, offset, rows.BOX_COLUMNS,
@@ -58,6 +62,7 @@ class _ReadBoxRanges(beam.DoFn):
             self._filtered[reason].inc(count)
         self._boxes_out.inc(len(boxes))
         self._failed.inc(len(failures) + len(bad))
+        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
         yield from boxes
         for failure in failures + [_bad_row_failure(STAGE_SCAN_BOXES, b) for b in bad]:
             yield beam.pvalue.TaggedOutput(FAILED, failure)
@@ -97,8 +102,10 @@ class _ReadImageRanges(beam.DoFn):
         self._rows_scanned = Metrics.counter("scan_images", "rows_scanned")
         self._rows_out = Metrics.counter("scan_images", "images_matched")
         self._failed = Metrics.counter("scan_images", "failures")
+        self._busy_ms = Metrics.distribution("timing", "scan_images_ms")
 
     def process(self, rng: csvscan.ByteRange, image_ids: Iterable[str]):
+        start = time.perf_counter()
         keys = pa.array(sorted(set(image_ids)), pa.string())
         with files.open_binary(rng.table.path) as f:
             offset, data = csvscan.read_range(f, rng)
@@ -108,6 +115,7 @@ class _ReadImageRanges(beam.DoFn):
         found = rows.image_rows(table)
         self._rows_out.inc(len(found))
         self._failed.inc(len(bad))
+        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
         yield from found
         for b in bad:
             yield beam.pvalue.TaggedOutput(FAILED, _bad_row_failure(STAGE_SCAN_IMAGES, b))

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import re
+import time
 
 import apache_beam as beam
 import pyarrow as pa
@@ -109,13 +110,16 @@ class _Serialize(beam.DoFn):
     def __init__(self, labels: tuple[str, ...]):
         self._labels = labels
         self._bytes = Metrics.counter("write", "example_bytes")
+        self._busy_us = Metrics.distribution("timing", "serialize_us")
 
     def setup(self):
         self._serializer = examples.Serializer(self._labels)  # imports TensorFlow
         self._progress = Progress("crops serialized")
 
     def process(self, crop: Crop):
+        start = time.perf_counter()
         data = self._serializer(crop)
+        self._busy_us.update(int((time.perf_counter() - start) * 1e6))
         self._bytes.inc(len(data))
         self._progress.add(crops=1, bytes=len(data))
         yield Record(crop.key, crop.split, data, dataclasses.replace(crop, jpeg=b""),
@@ -129,9 +133,11 @@ class _WriteShard(beam.DoFn):
         self._layout = layout
         self._shards = Metrics.counter("write", "shards")
         self._examples = Metrics.counter("write", "examples")
+        self._busy_ms = Metrics.distribution("timing", "write_shard_ms")
 
     def process(self, element, num_shards: dict):
         (split, shard), records = element
+        start = time.perf_counter()
         records = sorted(records, key=lambda r: r.key)
         n = num_shards[split]
         name = self._layout.shard_file(split, shard, n)
@@ -149,6 +155,7 @@ class _WriteShard(beam.DoFn):
                           sink.getvalue())
         self._shards.inc()
         self._examples.inc(len(records))
+        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
         labels = collections.Counter(r.crop_meta.box.label for r in records)
         yield ShardInfo(split, shard, n, len(records), num_bytes, digest.hexdigest(),
                         tuple(sorted(labels.items())))

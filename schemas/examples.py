@@ -103,6 +103,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("license", pa.string()),
     ("landing_url", pa.string()),
     ("title", pa.string()),
+    ("rotation", pa.int16()),
 ])
 
 
@@ -113,4 +114,4 @@ def manifest_row(crop: Crop, shard: str, jpeg_sha256: str) -> dict[str, Any]:
             "xmin": b.xmin, "xmax": b.xmax, "ymin": b.ymin, "ymax": b.ymax,
             "jpeg_sha256": jpeg_sha256, "source": crop.source, "url": crop.url,
             "author": img.author, "license": img.license, "landing_url": img.landing_url,
-            "title": img.title}
+            "title": img.title, "rotation": img.rotation}

@@ -116,13 +116,3 @@ def stored_box(box: tuple[float, float, float, float], rotation: int) -> tuple[f
     for _ in range((rotation // 90) % 4):  # one clockwise quarter turn: (x, y) -> (1 - y, x)
         xmin, xmax, ymin, ymax = 1 - ymax, 1 - ymin, xmin, xmax
     return xmin, xmax, ymin, ymax
-
-
-def upright_box(box: Box | tuple[float, float, float, float], rotation: int) -> tuple[float, float, float, float]:
-    """Inverse of stored_box: where a stored-frame box lies in the upright photo."""
-    if isinstance(box, Box):
-        box = (box.xmin, box.xmax, box.ymin, box.ymax)
-    xmin, xmax, ymin, ymax = box
-    for _ in range((rotation // 90) % 4):  # one counter-clockwise quarter turn
-        xmin, xmax, ymin, ymax = ymin, ymax, 1 - xmax, 1 - xmin
-    return xmin, xmax, ymin, ymax

@@ -127,6 +127,8 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         through `fault_kinds`.
       fault_routes: the routes faults apply to ("original" by default: the fallbacks work).
       redirects: ImageID -> Location to redirect to (on `fault_routes`), for safety tests.
+      pool: serve any 16-hex ImageID with no photo of its own from the folder's photos,
+        chosen by hash (benchmarks on the full-size tables, which have no photos).
       latency_s: added to every response (100 ms models a far server).
       hang_s: how long a "hang" fault stalls (longer than the client's read timeout).
     """
@@ -139,7 +141,7 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                  fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = FAULTS,
                  fault_routes: tuple[str, ...] = ("original",), latency_s: float = 0.0,
                  hang_s: float = 5.0, too_large_bytes: int = 4 << 20, port: int = 0,
-                 redirects: dict[str, str] | None = None):
+                 redirects: dict[str, str] | None = None, pool: bool = False):
         super().__init__(("127.0.0.1", port), _Handler)
         self.photo_dir = photo_dir
         self.faults = dict(faults or {})
@@ -149,6 +151,7 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.fault_rate, self.fault_kinds, self.fault_routes = fault_rate, fault_kinds, fault_routes
         self.latency_s, self.hang_s, self.too_large_bytes = latency_s, hang_s, too_large_bytes
         self.redirects = dict(redirects or {})
+        self._pool = sorted(os.listdir(photo_dir)) if pool else []
         self.requests: collections.Counter = collections.Counter()
         self.lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -166,6 +169,10 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             if os.path.exists(path):
                 with open(path, "rb") as f:
                     return f.read()
+        if self._pool and len(image_id) == 16:
+            name = self._pool[int(hashlib.sha256(image_id.encode()).hexdigest()[:8], 16) % len(self._pool)]
+            with open(os.path.join(self.photo_dir, name), "rb") as f:
+                return f.read()
         return None
 
     def reset(self, **settings) -> None:
@@ -215,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--fault_rate", type=float, default=0.0)
     p.add_argument("--latency_ms", type=float, default=0.0)
+    p.add_argument("--pool", action="store_true",
+                   help="serve any ImageID from the catalog's photos (for full-size tables)")
     args = p.parse_args(argv)
     photo_dir = os.path.join(args.catalog_dir, "photos")
     server = ImageServer(photo_dir, fault_rate=args.fault_rate,
-                         latency_s=args.latency_ms / 1000, port=args.port)
+                         latency_s=args.latency_ms / 1000, port=args.port, pool=args.pool)
     print(f"serving {photo_dir} on {server.base_url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -81,7 +81,8 @@ def test_verify_passes_then_fails_after_one_byte_changes(built, tmp_path):
     copy = tmp_path / "copy"
     os.makedirs(copy)
     for name in os.listdir(folder):
-        (copy / name).write_bytes((folder / name).read_bytes())
+        if (folder / name).is_file():
+            (copy / name).write_bytes((folder / name).read_bytes())
     shard = next(n for n in sorted(os.listdir(copy)) if "-train.tfrecord-" in n)
     data = bytearray((copy / shard).read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -148,3 +149,20 @@ def test_dataset_names_and_versions_are_checked():
         write.DatasetLayout("/tmp", "x", "1.0")
     with pytest.raises(ValueError, match="dataset_name"):
         write.DatasetLayout("/tmp", "Bad-Name", "1.0.0")
+
+
+def test_a_build_that_loses_records_is_not_marked_completed(_photo_site, tmp_path, monkeypatch):
+    """If a runner drops records, the invariant catches it: exit 1 and no COMPLETED."""
+    files, srv = _photo_site
+    srv.reset()
+    real = build._finalize
+
+    def dropping(_, layout, labels, shards, failures, planned):
+        return real(_, layout, labels, list(shards)[1:], failures, planned)  # lose a shard
+
+    monkeypatch.setattr(build, "_finalize", dropping)
+    assert build.main(_argv(files, tmp_path, tmp_path / "cache")) == 1
+    folder = tmp_path / "hamburger_sandwich" / "1.0.0"
+    report = json.loads((folder / write.REPORT_FILE).read_text())
+    assert report["invariant"]["lost"] > 0
+    assert not (folder / write.COMPLETED_FILE).exists()

@@ -42,7 +42,7 @@ def test_rotated_photos_crop_the_same_pixels_as_upright(rotation):
 
 def test_stored_and_upright_boxes_are_inverse():
     for rotation in (0, 90, 180, 270):
-        assert np.allclose(photos.upright_box(photos.stored_box(UPRIGHT, rotation), rotation), UPRIGHT)
+        assert np.allclose(crop.upright_box(photos.stored_box(UPRIGHT, rotation), rotation), UPRIGHT)
 
 
 def test_exif_orientation_is_used_only_when_rotation_is_absent():

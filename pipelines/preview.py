@@ -1,0 +1,209 @@
+"""`open-sandwiches preview`: look at what a plan or a dataset holds.
+
+    open-sandwiches preview --plan out/plan --cache_dir ~/.cache/open-sandwiches/images
+    open-sandwiches preview --dataset out/hamburger_sandwich/1.0.0
+
+From a plan (plus the download cache): a grid of source photos, upright, with their boxes
+drawn and labelled (the article's figure). From a dataset: the same photo grid (from its
+manifest), a contact sheet of crops per class and split, a bar chart of examples per class
+and split, and a chart of failures by reason. `build` writes the dataset previews into
+<dataset>/previews/ unless --no_previews.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+from pipelines import crop, fetch, tfrecord
+from schemas import examples
+
+# One colour per label (cycled); the first is pure red, which tests look for.
+COLORS = ((255, 0, 0), (0, 90, 255), (0, 170, 0), (255, 140, 0), (160, 0, 200), (0, 170, 170))
+CELL = 256
+
+
+def _cached_photo(cache_dir: str, image_id: str, source: str = "") -> bytes | None:
+    for src in ([source] if source else fetch.SOURCES):
+        path = os.path.join(cache_dir, src, image_id[:2], image_id + ".img")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return f.read()
+    return None
+
+
+def _cell(data: bytes, boxes: list[dict], rotation, colors: dict[str, tuple]) -> Image.Image:
+    """One grid cell: the photo upright, fitted into CELL x CELL, boxes drawn on top (drawn
+    after resizing, so the lines stay crisp)."""
+    img = Image.open(io.BytesIO(data))
+    img = img.convert("RGB")
+    turn = int(rotation or 0)
+    if turn:
+        img = img.rotate(turn, expand=True)  # counter-clockwise, as the table's Rotation says
+    scale = CELL / max(img.size)
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+    cell = Image.new("RGB", (CELL, CELL), (255, 255, 255))
+    ox, oy = (CELL - img.width) // 2, (CELL - img.height) // 2
+    cell.paste(img, (ox, oy))
+    draw = ImageDraw.Draw(cell)
+    for b in boxes:
+        x0, x1, y0, y1 = crop.upright_box((b["xmin"], b["xmax"], b["ymin"], b["ymax"]), turn)
+        rect = (ox + x0 * img.width, oy + y0 * img.height, ox + x1 * img.width, oy + y1 * img.height)
+        color = colors[b["label"]]
+        draw.rectangle(rect, outline=color, width=3)
+        draw.text((rect[0] + 4, rect[1] + 3), b["label"], fill=color)
+    return cell
+
+
+def photo_grid(rows: list[dict], cache_dir: str, per_class: int, path: str) -> int:
+    """Source photos with boxes, `per_class` photos per label (first by ImageID). Rows are
+    plan or manifest rows. Returns the number of photos drawn."""
+    labels = list(dict.fromkeys(sorted((r["label_index"], r["label"]) for r in rows)))
+    colors = {label: COLORS[i % len(COLORS)] for i, (_, label) in enumerate(labels)}
+    by_image: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in rows:
+        by_image[r["image_id"]].append(r)
+    grid = Image.new("RGB", (CELL * per_class, CELL * max(1, len(labels))), (255, 255, 255))
+    drawn = 0
+    for row_i, (_, label) in enumerate(labels):
+        ids = sorted({r["image_id"] for r in rows if r["label"] == label})
+        col = 0
+        for image_id in ids:
+            if col == per_class:
+                break
+            boxes = by_image[image_id]
+            data = _cached_photo(cache_dir, image_id, boxes[0].get("source", ""))
+            if data is None:
+                continue
+            grid.paste(_cell(data, boxes, boxes[0].get("rotation"), colors),
+                       (col * CELL, row_i * CELL))
+            col += 1
+            drawn += 1
+    grid.save(path)
+    return drawn
+
+
+def _crops_by_class_and_split(dataset_dir: str, per_cell: int) -> dict[tuple[str, str], list[bytes]]:
+    import tensorflow as tf  # only to parse tf.train.Example protos
+    info = json.load(open(os.path.join(dataset_dir, "dataset_info.json")))
+    with open(os.path.join(dataset_dir, "label.labels.txt")) as f:  # tfds's ClassLabel names
+        labels = [line.strip() for line in f if line.strip()]
+    out: dict[tuple[str, str], list[bytes]] = collections.defaultdict(list)
+    for split in info.get("splits", []):
+        n = len(split.get("shardLengths", []))
+        for i in range(n):
+            shard = f"{info['name']}-{split['name']}.{examples.FILE_FORMAT}-{i:05d}-of-{n:05d}"
+            with open(os.path.join(dataset_dir, shard), "rb") as f:
+                for record in tfrecord.read_records(f):
+                    feats = tf.train.Example.FromString(record).features.feature
+                    label = labels[feats[examples.LABEL].int64_list.value[0]]
+                    cell = out[(label, split["name"])]
+                    if len(cell) < per_cell:
+                        cell.append(feats[examples.IMAGE].bytes_list.value[0])
+    return out
+
+
+def contact_sheet(dataset_dir: str, per_cell: int, path: str, size: int = 96) -> tuple[int, int]:
+    """Crops in rows of (class, split), `per_cell` per row. Returns the image size."""
+    crops = _crops_by_class_and_split(dataset_dir, per_cell)
+    keys = sorted(crops, key=lambda k: (k[0], examples.SPLIT_ORDER.index(k[1])
+                                        if k[1] in examples.SPLIT_ORDER else 9))
+    margin = 140
+    sheet = Image.new("RGB", (margin + per_cell * size, max(1, len(keys)) * size), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, key in enumerate(keys):
+        draw.text((6, r * size + size // 2 - 6), f"{key[0]} / {key[1]}", fill=(0, 0, 0))
+        for c, jpeg in enumerate(crops[key]):
+            tile = ImageOps.fit(Image.open(io.BytesIO(jpeg)).convert("RGB"), (size, size))
+            sheet.paste(tile, (margin + c * size, r * size))
+    sheet.save(path)
+    return sheet.size
+
+
+def counts_chart(report: dict, path: str) -> None:
+    """Examples per class and split, as grouped bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = list(report["examples"])
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(labels)), 3.5))
+    for k, split in enumerate(examples.SPLIT_ORDER):
+        ax.bar(x + (k - 1) * 0.27, [report["examples"][l][split] for l in labels], 0.27, label=split)
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_ylabel("examples")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def failures_chart(failures_jsonl: str, path: str) -> int:
+    """Failure records by stage/reason, as horizontal bars. Returns the record count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    counts = collections.Counter()
+    with open(failures_jsonl) as f:
+        for line in f:
+            rec = json.loads(line)
+            counts[f"{rec['stage']}/{rec['reason']}"] += 1
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) or [("no failures", 0)]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(items) + 1.2))
+    ax.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#d62728")
+    ax.set_xlabel("failure records")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return sum(counts.values())
+
+
+def dataset_previews(dataset_dir: str, cache_dir: str, per_class: int = 4) -> list[str]:
+    """Write <dataset>/previews/{photos,crops,counts,failures}.png; return their paths."""
+    import pyarrow.parquet as pq
+    out = os.path.join(dataset_dir, "previews")
+    os.makedirs(out, exist_ok=True)
+    manifest = pq.read_table(os.path.join(dataset_dir, "manifest.parquet")).to_pylist()
+    paths = []
+    if cache_dir and os.path.isdir(cache_dir):
+        photo_grid(manifest, cache_dir, per_class, os.path.join(out, "photos.png"))
+        paths.append(os.path.join(out, "photos.png"))
+    contact_sheet(dataset_dir, 2 * per_class, os.path.join(out, "crops.png"))
+    report = json.load(open(os.path.join(dataset_dir, "build_report.json")))
+    counts_chart(report, os.path.join(out, "counts.png"))
+    failures_chart(os.path.join(dataset_dir, "failures.jsonl"), os.path.join(out, "failures.png"))
+    return paths + [os.path.join(out, n) for n in ("crops.png", "counts.png", "failures.png")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="open-sandwiches preview", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plan", help="a plan folder (with plan.parquet)")
+    p.add_argument("--dataset", help="a dataset folder (<output_dir>/<name>/<version>)")
+    p.add_argument("--cache_dir", default=fetch.default_cache_dir())
+    p.add_argument("--per_class", type=int, default=4)
+    p.add_argument("--output", default="", help="with --plan: the PNG (default PLAN/photos.png)")
+    args = p.parse_args(argv)
+    if bool(args.plan) == bool(args.dataset):
+        print("error: give exactly one of --plan DIR or --dataset DIR", file=sys.stderr)
+        return 2
+    if args.plan:
+        import pyarrow.parquet as pq
+        rows = pq.read_table(os.path.join(args.plan, "plan.parquet")).to_pylist()
+        out = args.output or os.path.join(args.plan, "photos.png")
+        n = photo_grid(rows, args.cache_dir, args.per_class, out)
+        print(f"wrote {out} ({n} photos found in {args.cache_dir})")
+        return 0
+    for path in dataset_previews(args.dataset, args.cache_dir, args.per_class):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
