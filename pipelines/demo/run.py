@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from model import evaluate, train
     from model.config import TrainConfig
-    from pipelines import build, plan
+    from pipelines import build, classes, plan
     from pipelines.ontology import Ontology
     from pipelines.write import default_dataset_name
 
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     with srv:
         print(f"\n2. plan -> {out}/plan\n")
         plan.main(common + ["--output_dir", os.path.join(out, "plan")] + quiet)
+        classes.main(["--classes", *args.classes, "--radial_tree",
+                      os.path.join(out, "classes_tree.html"), "--plan", os.path.join(out, "plan")])
         print(f"\n3. build -> {out}/dataset\n")
         code = build.main(common + [
             "--output_dir", os.path.join(out, "dataset"), "--overwrite",
@@ -97,6 +99,8 @@ def _headline(out: str, dataset_dir: str, model_dir: str, report: dict, metrics:
     print(f"  plan        {out}/plan/plan.parquet, summary.json")
     print(f"  dataset     {dataset_dir}")
     print(f"              (load: tfds.builder_from_directory('{dataset_dir}'))")
+    print(f"  previews    {dataset_dir}/previews/photos.png, crops.png, counts.png, failures.png")
+    print(f"  classes     {out}/classes_tree.html (the hierarchy as a radial tree)")
     print(f"  model       {model_dir}/model.keras, training_curves.png, "
           f"confusion_matrix.png, mistakes.png")
     print("\ncrops per class and split:")
