@@ -143,6 +143,14 @@ def run(argv: list[str] | None = None) -> dict:
     return execute(*prepare(argv))
 
 
+def _root_cause(err: BaseException) -> str:
+    """The innermost exception of a chain, as 'Type: message' (Beam wraps DoFn errors)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options.setup_logging(verbose="--verbose" in argv, quiet="--quiet" in argv)
@@ -152,7 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     except plan.USER_ERRORS + (FileExistsError,) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = execute(opts, config)
+    try:
+        result = execute(opts, config)
+    except Exception as err:  # a full disk, a read-only folder, a worker crash
+        if "--verbose" in sys.argv or log.isEnabledFor(logging.DEBUG):
+            raise
+        print(f"error: the build failed and the dataset is not marked COMPLETED: "
+              f"{_root_cause(err)}\n(rerun with --verbose for the "
+              f"traceback; a rerun reuses every download)", file=sys.stderr)
+        return 1
     print(report.format_report(result))
     print(f"\ndataset: {config.layout.dir}")
     if result["invariant"]["lost"]:

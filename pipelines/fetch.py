@@ -176,6 +176,8 @@ class Fetcher:
         self._lock = threading.Lock()
         self._sleep = sleep
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "cache_hits": 0}
+        self._tmp_dir = os.path.join(self.cache_dir, ".tmp")
+        remove_orphaned_temp_files(self._tmp_dir)
 
     def close(self) -> None:
         self._session.close()
@@ -209,9 +211,12 @@ class Fetcher:
             return None, None
 
     def _cache_write(self, source: str, image_id: str, suffix: str, data: bytes) -> None:
+        """Write to .tmp/<pid>-... first, then rename: a killed worker leaves only a temp
+        file, which never counts as cached and is removed by the next Fetcher."""
         path = self._cache_path(source, image_id) + suffix
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        os.makedirs(self._tmp_dir, exist_ok=True)
+        tmp = os.path.join(self._tmp_dir, f"{os.getpid()}-{threading.get_ident()}-{image_id}{suffix}")
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -330,6 +335,34 @@ class Fetcher:
                 raise _Attempt(TIMEOUT, f"{url}: {err}", True) from None
             raise _Attempt(TRUNCATED, f"{url}: {err}", True) from None
         return b"".join(chunks)
+
+
+def remove_orphaned_temp_files(tmp_dir: str) -> int:
+    """Delete temp files of processes that no longer run (killed mid-write); returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(tmp_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(tmp_dir, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _retry_after(value: str | None, cap: float) -> float | None:

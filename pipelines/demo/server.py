@@ -27,6 +27,16 @@ import urllib.parse
 
 FAULTS = ("not_found", "gone", "error_then_ok", "rate_limited", "hang", "truncated",
           "corrupt_jpeg", "html", "placeholder", "redirect_loop", "too_large", "wrong_md5")
+# What the fetch stage should make of each fault (None: a retry recovers the photo), and
+# how many requests it may spend on it with --fetch_attempts 2.
+FAULT_OUTCOMES = {
+    "not_found": ("not_found", 1), "gone": ("not_found", 1),
+    "error_then_ok": (None, 2), "rate_limited": (None, 2),
+    "hang": ("timeout", 2), "truncated": ("truncated", 2),
+    "corrupt_jpeg": ("checksum", 1), "html": ("not_an_image", 1),
+    "placeholder": ("placeholder", 1), "redirect_loop": ("redirect_loop", 6),
+    "too_large": ("too_large", 1), "wrong_md5": ("checksum", 1),
+}
 PLACEHOLDER_PATH = "/images/en-us/photo_unavailable.png"
 # A tiny valid PNG standing in for Flickr's "photo unavailable" image.
 PLACEHOLDER_PNG = bytes.fromhex(
