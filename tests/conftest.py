@@ -102,3 +102,19 @@ def collected(path) -> list:
     import pickle
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+def build_argv(files, out, cache, *extra) -> list[str]:
+    """Flags of a small, fast build of a photo catalog served on 127.0.0.1; `extra` flags
+    come last, so they override these (argparse keeps the last value)."""
+    return ["--classes", "Hamburger", "Sandwich", *files.flags(), "--output_dir", str(out),
+            "--allow_private_network", "--cache_dir", str(cache), "--image_source", "original",
+            "--fetch_timeout_s", "1", "--fetch_attempts", "2", "--fetch_backoff_s", "0.01",
+            "--image_size", "64", "--num_shards", "3", *extra]
+
+
+def shard_digests(folder) -> dict[str, str]:
+    """sha256 of every shard file in a dataset folder, by name."""
+    import hashlib
+    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+            for name in sorted(os.listdir(folder)) if ".tfrecord-" in name}

@@ -1,5 +1,4 @@
 """`build` end to end: TFDS loads it, nothing is lost, rebuilds are byte-identical, verify."""
-import hashlib
 import json
 import os
 
@@ -10,26 +9,17 @@ import tensorflow_datasets as tfds
 
 from pipelines import build, verify, write
 from schemas.records import Failure
-from tests.conftest import image_rows
+from tests.conftest import build_argv, image_rows, shard_digests as _shard_digests
 
 FAULTS = ("not_found", "placeholder", "wrong_md5", "error_then_ok", "html")
 
 
-def _argv(files, out, cache, *extra):
-    return ["--classes", "Hamburger", "Sandwich", *files.flags(), "--output_dir", str(out),
-            "--allow_private_network", "--cache_dir", str(cache), "--image_source", "original",
-            "--fetch_timeout_s", "1", "--fetch_attempts", "2", "--fetch_backoff_s", "0.01",
-            "--image_size", "64", "--num_shards", "3", *extra]
+_argv = build_argv
 
 
 def _faulty(files, srv):
     images = image_rows(files.images_csv)
     srv.reset(faults={img.image_id: kind for img, kind in zip(images[5:], FAULTS)})
-
-
-def _shard_digests(folder) -> dict:
-    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
-            for name in sorted(os.listdir(folder)) if ".tfrecord-" in name}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Runs that survive what happens to real jobs: kills, full disks, many faults at once."""
 import collections
 import errno
-import hashlib
 import os
 import random
 import signal
@@ -13,22 +12,18 @@ import pandas as pd
 import pytest
 
 from pipelines import build, files, verify, write
-from tests.conftest import image_rows
+from tests.conftest import build_argv, image_rows, shard_digests
 from tests.pipelines.test_fetch import EXPECTED
 
 CLASSES = ["/m/0cdn1", "/m/0l515"]
 
 
 def _argv(files_, out, cache, *extra):
-    return ["--classes", "Hamburger", "Sandwich", *files_.flags(), "--output_dir", str(out),
-            "--allow_private_network", "--cache_dir", str(cache), "--image_source", "original",
-            "--fetch_timeout_s", "0.5", "--fetch_attempts", "2", "--fetch_backoff_s", "0.01",
-            "--image_size", "48", "--num_shards", "2", "--no_previews", *extra]
+    return build_argv(files_, out, cache, "--fetch_timeout_s", "0.5", "--image_size", "48",
+                      "--num_shards", "2", "--no_previews", *extra)
 
 
-def _shards(folder) -> dict:
-    return {n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
-            for n in sorted(os.listdir(folder)) if ".tfrecord-" in n}
+_shards = shard_digests
 
 
 def test_killed_builds_resume_to_the_identical_dataset(photo_site, tmp_path):

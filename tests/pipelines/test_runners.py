@@ -1,6 +1,5 @@
 """The same build on other runners: Beam's portable runner with an EXTERNAL worker pool,
 Flink's embedded cluster, and a Dataflow job built offline (dry run)."""
-import hashlib
 import os
 import re
 import shutil
@@ -12,7 +11,7 @@ import time
 import pytest
 
 from pipelines import build
-from tests.conftest import image_rows
+from tests.conftest import build_argv, image_rows, shard_digests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLINK_JAR = "org.apache.beam:beam-runners-flink-1.19-job-server:{version}"
@@ -37,15 +36,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> No
 
 
 def _argv(files, out, cache, *extra):
-    return ["--classes", "Hamburger", "Sandwich", *files.flags(), "--output_dir", str(out),
-            "--allow_private_network", "--cache_dir", str(cache), "--image_source", "original",
-            "--fetch_timeout_s", "1", "--fetch_attempts", "2", "--fetch_backoff_s", "0.01",
-            "--image_size", "48", "--num_shards", "2", *extra]
+    return build_argv(files, out, cache, "--image_size", "48", "--num_shards", "2", *extra)
 
 
-def _shards(folder) -> dict:
-    return {n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
-            for n in sorted(os.listdir(folder)) if ".tfrecord-" in n}
+_shards = shard_digests
 
 
 @pytest.fixture(scope="module")
