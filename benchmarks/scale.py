@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             "write": timings["timing/write_shard_ms"]["sum"]}
     total_busy = sum(busy.values())
     scan_s = busy["scan"] / 1000
-    fetch_s = busy["fetch"] / 1000
     print(f"\nbuild of {crops:,} crops from {photos:,} photos on 14.6M + 1.74M rows, "
           f"{args.mode}, {LATENCY_MS} ms latency\n")
     print(f"wall time {secs:.0f} s, peak memory {max(built['peak_rss_mib'], built['peak_child_rss_mib']):.0f} "

@@ -14,7 +14,6 @@ Target: ours >= 0.5x the raw writer's MB/s. Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys

@@ -19,7 +19,6 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from schemas.records import Box
 
 PATTERNS = ("hbands", "vstripes", "checks", "rings", "dots", "diagonal")
 

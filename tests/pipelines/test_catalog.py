@@ -1,7 +1,6 @@
 """The synthetic catalog is deterministic and in the real formats."""
 import csv
 import hashlib
-import os
 
 import pytest
 

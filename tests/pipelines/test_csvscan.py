@@ -1,5 +1,4 @@
 """Byte-range reading: every record in exactly one range, whatever the range size."""
-import io
 
 import pyarrow as pa
 import pytest

@@ -1,6 +1,5 @@
 """The demo end to end in a temp folder, and a rerun from its cache."""
 import json
-import os
 
 from PIL import Image
 

@@ -1,5 +1,4 @@
 """`plan` end to end on generated catalogs: equals a pandas join, deterministic, clear errors."""
-import json
 import os
 import random
 

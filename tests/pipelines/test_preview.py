@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from pipelines import crop, preview, radial_tree
+from pipelines import preview, radial_tree
 from pipelines.demo import photos
 from pipelines.ontology import Ontology
 
