@@ -88,8 +88,14 @@ class FetchConfig:
         unknown = set(self.image_source) - set(SOURCES)
         if unknown or not self.image_source:
             raise ValueError(f"--image_source takes some of {SOURCES}, not {list(self.image_source)}")
-        if "template" in self.image_source and "{image_id}" not in self.url_template:
-            raise ValueError("--image_source template needs --url_template with {image_id}")
+        if "template" in self.image_source:
+            if "{image_id}" not in self.url_template:
+                raise ValueError("--image_source template needs --url_template with {image_id}")
+            try:
+                self.url_template.format(image_id="0" * 16, subset="train")
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"--url_template may use only {{image_id}} and {{subset}}: "
+                                 f"{type(err).__name__} {err}") from None
         if self.fetch_concurrency < 1 or self.fetch_per_host < 1 or self.fetch_attempts < 1:
             raise ValueError("--fetch_concurrency, --fetch_per_host, --fetch_attempts must be >= 1")
 
@@ -187,7 +193,10 @@ class Fetcher:
             self.stats[key] = self.stats.get(key, 0) + n
 
     def _slot(self, url: str) -> threading.BoundedSemaphore:
-        host = urllib.parse.urlsplit(url).netloc
+        try:
+            host = urllib.parse.urlsplit(url).netloc
+        except ValueError:  # malformed; check_url refuses it inside the slot
+            host = ""
         with self._lock:
             if host not in self._host_slots:
                 self._host_slots[host] = threading.BoundedSemaphore(self.config.fetch_per_host)

@@ -43,18 +43,21 @@ def check_url(url: str, allow_private: bool = False) -> None:
     DNS names are resolved here; a name that does not resolve is not blocked (the request
     then fails as a connection error, which is retried like any network fault).
     """
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises on a bad port number
+    except ValueError as err:
+        raise BlockedURL(f"malformed URL: {err}") from None
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
         raise BlockedURL(f"scheme {parts.scheme or '(none)'!r} is not allowed, only http and https")
-    host = parts.hostname
     if not host:
         raise BlockedURL("no host in URL")
     if allow_private:
         return
     try:
-        addresses = [info[4][0] for info in socket.getaddrinfo(host, parts.port or 80,
+        addresses = [info[4][0] for info in socket.getaddrinfo(host, port or 80,
                                                                proto=socket.IPPROTO_TCP)]
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
         return
     internal = sorted({a for a in addresses if _is_internal(a)})
     if internal:

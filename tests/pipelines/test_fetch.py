@@ -179,3 +179,20 @@ def image_rows_stub():
     from schemas.records import ImageRow
     return ImageRow("0123456789abcdef", "train", "http://127.0.0.1:9/x.jpg", "", "", "", "", "",
                     None, "", "", 0)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://host:99999/x.jpg", "http:///x.jpg",
+                                 "javascript:alert(1)", ""])
+def test_malformed_urls_are_refused_not_crashed_on(url, tmp_path):
+    with pytest.raises(netsafety.BlockedURL):
+        netsafety.check_url(url)
+    image = dataclasses.replace(image_rows_stub(), original_url=url)
+    with pytest.raises(fetch.FetchFailed) as err:
+        fetch.Fetcher(_config(tmp_path, allow_private_network=False)).fetch(image)
+    assert err.value.reason in (fetch.BLOCKED_URL, fetch.NO_URL)
+
+
+def test_url_template_with_unknown_fields_is_refused_early():
+    with pytest.raises(ValueError, match="url_template"):
+        fetch.FetchConfig(image_source=("template",), url_template="http://h/{image_id}/{size}.jpg")
+    fetch.FetchConfig(image_source=("template",), url_template="http://h/{subset}/{image_id}.jpg")
