@@ -297,6 +297,9 @@ class Fetcher:
                                          timeout=(c.connect_timeout_s, c.read_timeout_s))
             except netsafety.BlockedURL as err:
                 raise _Attempt(BLOCKED_URL, f"{url}: {err}", False) from None
+            except ValueError as err:  # requests parses a malformed Location eagerly
+                raise _Attempt(BLOCKED_URL, f"{url}: malformed URL or redirect: {err}",
+                               False) from None
             except requests.exceptions.Timeout as err:
                 raise _Attempt(TIMEOUT, f"{url}: {err}", True) from None
             except requests.exceptions.ConnectionError as err:
@@ -308,7 +311,10 @@ class Fetcher:
                 raise _Attempt(BLOCKED_URL, f"{url}: {err}", False) from None
             with resp:
                 if resp.is_redirect:
-                    target = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
+                    try:
+                        target = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
+                    except ValueError as err:
+                        raise _Attempt(BLOCKED_URL, f"{url}: malformed redirect: {err}", False) from None
                     if PLACEHOLDER_URL_MARK in target:
                         raise _Attempt(PLACEHOLDER, f"redirected to {target}", False)
                     url = target

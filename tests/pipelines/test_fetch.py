@@ -133,7 +133,7 @@ def test_private_addresses_are_refused_without_the_flag(site, tmp_path):
 @pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/",
                                     "http://10.1.2.3/x.jpg", "http://[::1]/x.jpg",
                                     "file:///etc/passwd", "ftp://example.org/x.jpg",
-                                    "http://127.0.0.2/x.jpg"])
+                                    "http://127.0.0.2/x.jpg", "http://[::1"])
 def test_redirects_are_checked_at_every_hop(site, tmp_path, monkeypatch, target):
     files, srv, images = site
     # Treat the test server's own address as public, so only the redirect can be refused.
