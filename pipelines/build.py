@@ -122,6 +122,10 @@ def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:
               "notes": list(config.plan.label_set.notes), "seconds": round(seconds, 2),
               **identity, "config": flags, "metrics": report.metrics_dict(p.result)}
     write_json(path, result)
+    if not result["invariant"]["examples"]:
+        log.error("no box became an example: nothing to load. See %s for why.",
+                  config.layout.path("failures.jsonl"))
+        return result
     if not o.no_previews and not files.is_remote(config.layout.dir):
         from pipelines import preview
         preview.dataset_previews(config.layout.dir, config.fetch.cache_dir)
@@ -174,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     if result["invariant"]["lost"]:
         print(f"error: {result['invariant']['lost']} boxes were lost by the runner; the "
               f"dataset is incomplete and not marked COMPLETED", file=sys.stderr)
+        return 1
+    if not result["invariant"]["examples"]:
+        print("error: no box became an example (see failures.jsonl for the reasons); the "
+              "dataset is not marked COMPLETED", file=sys.stderr)
         return 1
     return 0
 

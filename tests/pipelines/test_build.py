@@ -156,3 +156,16 @@ def test_a_build_that_loses_records_is_not_marked_completed(_photo_site, tmp_pat
     report = json.loads((folder / write.REPORT_FILE).read_text())
     assert report["invariant"]["lost"] > 0
     assert not (folder / write.COMPLETED_FILE).exists()
+
+
+def test_a_build_where_every_photo_fails_is_an_error_not_an_empty_dataset(_photo_site, tmp_path,
+                                                                         capsys):
+    files, srv = _photo_site
+    srv.reset(fault_rate=1.0, fault_kinds=("not_found",))
+    assert build.main(_argv(files, tmp_path, tmp_path / "cache")) == 1
+    srv.reset()
+    assert "no box became an example" in capsys.readouterr().err
+    folder = tmp_path / "hamburger_sandwich" / "1.0.0"
+    failures = [Failure.from_json(l) for l in open(folder / write.FAILURES_FILE)]
+    assert {f.reason for f in failures if f.stage == "fetch"} == {"not_found"}
+    assert not (folder / write.COMPLETED_FILE).exists()
