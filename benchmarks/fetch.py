@@ -32,16 +32,9 @@ PLACEHOLDER = "http://127.0.0.1:1"
 
 
 def _tasks(files, n: int):
-    import pyarrow.csv as pacsv
-
-    from pipelines import csvscan, rows
-    from schemas import openimages
+    from pipelines import rows
     from schemas.records import ImageTask
-    table = csvscan.open_table(files.images_csv, openimages.IMAGES)
-    t = pacsv.read_csv(files.images_csv, parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                       convert_options=pacsv.ConvertOptions(column_types=table.layout.arrow_types(),
-                                                            strings_can_be_null=False))
-    return [ImageTask(row, (), "train") for _, row in rows.image_rows(t)][:n]
+    return [ImageTask(row, (), "train") for row in rows.load_image_rows(files.images_csv)][:n]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ import urllib.parse
 
 import requests
 
-from pipelines import netsafety
+from pipelines import files, netsafety
 from schemas.openimages import md5_base64
 from schemas.records import ImageRow
 
@@ -101,8 +101,7 @@ class FetchConfig:
 
 
 def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "open-sandwiches", "images")
+    return files.user_cache_dir("images")
 
 
 class FetchFailed(Exception):

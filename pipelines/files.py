@@ -13,6 +13,12 @@ import threading
 from typing import BinaryIO, Iterator
 
 
+def user_cache_dir(*parts: str) -> str:
+    """~/.cache/open-sandwiches/<parts> (or under $XDG_CACHE_HOME)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "open-sandwiches", *parts)
+
+
 def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 

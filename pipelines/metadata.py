@@ -84,8 +84,8 @@ class ChecksumError(ValueError):
 
 
 def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "open-sandwiches", "metadata")
+    from pipelines import files
+    return files.user_cache_dir("metadata")
 
 
 def tables_for(version: str, split: str) -> tuple[list[RemoteFile], list[RemoteFile]]:

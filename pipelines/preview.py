@@ -95,17 +95,14 @@ def _crops_by_class_and_split(dataset_dir: str, per_cell: int) -> dict[tuple[str
     with open(os.path.join(dataset_dir, "label.labels.txt")) as f:  # tfds's ClassLabel names
         labels = [line.strip() for line in f if line.strip()]
     out: dict[tuple[str, str], list[bytes]] = collections.defaultdict(list)
-    for split in info.get("splits", []):
-        n = len(split.get("shardLengths", []))
-        for i in range(n):
-            shard = f"{info['name']}-{split['name']}.{examples.FILE_FORMAT}-{i:05d}-of-{n:05d}"
-            with open(os.path.join(dataset_dir, shard), "rb") as f:
-                for record in tfrecord.read_records(f):
-                    feats = tf.train.Example.FromString(record).features.feature
-                    label = labels[feats[examples.LABEL].int64_list.value[0]]
-                    cell = out[(label, split["name"])]
-                    if len(cell) < per_cell:
-                        cell.append(feats[examples.IMAGE].bytes_list.value[0])
+    for split, shard, _ in examples.shards_of(info):
+        with open(os.path.join(dataset_dir, shard), "rb") as f:
+            for record in tfrecord.read_records(f):
+                feats = tf.train.Example.FromString(record).features.feature
+                label = labels[feats[examples.LABEL].int64_list.value[0]]
+                cell = out[(label, split)]
+                if len(cell) < per_cell:
+                    cell.append(feats[examples.IMAGE].bytes_list.value[0])
     return out
 
 

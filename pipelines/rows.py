@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 from typing import Mapping
 
 import pyarrow as pa
@@ -139,6 +140,22 @@ def _filtered_by(row: dict, filters: BoxFilters) -> str:
 
 
 _ROTATIONS = (0, 90, 180, 270)
+
+
+def load_image_rows(path: str) -> list[ImageRow]:
+    """A whole (small) image table as ImageRows, converted exactly as the scan converts
+    them: for tests, benchmarks and tools that need the rows without a pipeline."""
+    import pyarrow.csv as pacsv
+
+    from pipelines import csvscan, files
+    layout = csvscan.open_table(path, openimages.IMAGES).layout
+    table = pacsv.read_csv(
+        io.BytesIO(files.read_bytes(path)),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types=layout.arrow_types(),
+                                             strings_can_be_null=False,
+                                             quoted_strings_can_be_null=False))
+    return [row for _, row in image_rows(table)]
 
 
 def image_rows(t: pa.Table) -> list[tuple[str, ImageRow]]:

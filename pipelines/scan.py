@@ -103,10 +103,18 @@ class _ReadImageRanges(beam.DoFn):
         self._rows_out = Metrics.counter("scan_images", "images_matched")
         self._failed = Metrics.counter("scan_images", "failures")
         self._busy_ms = Metrics.distribution("timing", "scan_images_ms")
+        self._keys_for = (None, None)
+
+    def _keys(self, image_ids: Iterable[str]) -> pa.Array:
+        """The side input as a pyarrow array, built once per side-input value: with all
+        classes it holds 1.7M IDs, too many to rebuild for every byte range."""
+        if self._keys_for[0] is not image_ids:
+            self._keys_for = (image_ids, pa.array(sorted(set(image_ids)), pa.string()))
+        return self._keys_for[1]
 
     def process(self, rng: csvscan.ByteRange, image_ids: Iterable[str]):
         start = time.perf_counter()
-        keys = pa.array(sorted(set(image_ids)), pa.string())
+        keys = self._keys(image_ids)
         with files.open_binary(rng.table.path) as f:
             offset, data = csvscan.read_range(f, rng)
         table, bad, n = csvscan.parse_and_filter(data, rng.table, offset,

@@ -8,7 +8,7 @@ mostly per-record Python overhead in its file sink.
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterator
 
 import google_crc32c
 
@@ -29,17 +29,6 @@ def frame(data: bytes) -> bytes:
     header = struct.pack("<Q", len(data))
     return b"".join((header, struct.pack("<I", masked_crc(header)), data,
                      struct.pack("<I", masked_crc(data))))
-
-
-def write_records(f: BinaryIO, records: Iterable[bytes]) -> tuple[int, int]:
-    """Write framed records; returns (records written, bytes written)."""
-    count = size = 0
-    for data in records:
-        framed = frame(data)
-        f.write(framed)
-        count += 1
-        size += len(framed)
-    return count, size
 
 
 def read_records(f: BinaryIO) -> Iterator[bytes]:

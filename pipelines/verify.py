@@ -23,17 +23,6 @@ from pipelines.write import COMPLETED_FILE, MANIFEST_FILE
 from schemas import examples
 
 
-def _shard_names(info: dict, name: str) -> list[tuple[str, str, int]]:
-    """(split, file name, expected examples) for every shard dataset_info.json lists."""
-    out = []
-    for split in info.get("splits", []):
-        lengths = [int(n) for n in split.get("shardLengths", [])]
-        for i, n in enumerate(lengths):
-            out.append((split["name"], f"{name}-{split['name']}.{examples.FILE_FORMAT}-"
-                                        f"{i:05d}-of-{len(lengths):05d}", n))
-    return out
-
-
 def verify(dataset_dir: str) -> dict:
     """Check a dataset folder; returns {"ok": bool, "problems": [...], counts...}."""
     import tensorflow as tf  # only to parse tf.train.Example protos
@@ -49,7 +38,7 @@ def verify(dataset_dir: str) -> dict:
         problems.append(f"manifest has {len(manifest) - len(expected)} duplicate keys")
     found: dict[tuple[str, int], tuple[str, str]] = {}
     examples_read = 0
-    for split, shard, length in _shard_names(info, info["name"]):
+    for split, shard, length in examples.shards_of(info):
         path = files.join_path(dataset_dir, shard)
         if not files.exists(path):
             problems.append(f"{shard}: missing")

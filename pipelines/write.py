@@ -66,7 +66,7 @@ class DatasetLayout:
         return files.join_path(self.output_dir, self.name, f".{self.version}.parts")
 
     def shard_file(self, split: str, shard: int, num_shards: int) -> str:
-        return f"{self.name}-{split}.{examples.FILE_FORMAT}-{shard:05d}-of-{num_shards:05d}"
+        return examples.shard_file(self.name, split, shard, num_shards)
 
     def path(self, name: str) -> str:
         return files.join_path(self.dir, name)

@@ -31,6 +31,21 @@ FILE_FORMAT = "tfrecord"
 SPLIT_ORDER = ("train", "validation", "test")
 
 
+def shard_file(name: str, split: str, shard: int, num_shards: int) -> str:
+    """A shard's file name in the TFDS layout: <name>-<split>.tfrecord-NNNNN-of-MMMMM."""
+    return f"{name}-{split}.{FILE_FORMAT}-{shard:05d}-of-{num_shards:05d}"
+
+
+def shards_of(dataset_info: dict) -> list[tuple[str, str, int]]:
+    """(split, file name, examples) for every shard a dataset_info.json lists."""
+    out = []
+    for split in dataset_info.get("splits", []):
+        lengths = [int(n) for n in split.get("shardLengths", [])]
+        out += [(split["name"], shard_file(dataset_info["name"], split["name"], i, len(lengths)), n)
+                for i, n in enumerate(lengths)]
+    return out
+
+
 def features(labels: Sequence[str]):
     """The tfds FeaturesDict of one example. `image` holds the crop's JPEG bytes unchanged;
     `bbox` is the box in the source photo (TFDS order: ymin, xmin, ymax, xmax)."""

@@ -73,14 +73,8 @@ def photo_site(_photo_site):
 
 def image_rows(images_csv: str):
     """The image table's rows as ImageRows (the same conversion the scan does)."""
-    import pyarrow.csv as pacsv
-    from pipelines import csvscan, rows
-    from schemas import openimages
-    table = csvscan.open_table(images_csv, openimages.IMAGES)
-    t = pacsv.read_csv(images_csv, parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                       convert_options=pacsv.ConvertOptions(
-                           column_types=table.layout.arrow_types(), strings_can_be_null=False))
-    return [row for _, row in rows.image_rows(t)]
+    from pipelines import rows
+    return rows.load_image_rows(images_csv)
 
 
 def collect(pcoll, path, label: str):
