@@ -4,8 +4,12 @@ This file is also what Dataflow workers install (`--setup_file ./setup.py`), so 
 list every runtime dependency the pipeline's DoFns import.
 
     pip install -e '.[dev]'
+
+`pipelines._jpegregion` is optional: it needs a C compiler and the headers of libjpeg-turbo
+1.5 or later (Debian/Ubuntu: libjpeg-dev). Where it cannot be built the install still
+succeeds and crops come from whole-image decodes, with the same bytes (pipelines/crop.py).
 """
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 setup(
     name="open-sandwiches",
@@ -20,6 +24,8 @@ setup(
     package_data={"pipelines": ["data/*.csv", "data/*.json", "data/*.md", "data/vega/*",
                                 "demo/previews/*.png"]},
     include_package_data=True,
+    ext_modules=[Extension("pipelines._jpegregion", ["pipelines/_jpegregion.c"],
+                           libraries=["jpeg"], optional=True)],
     install_requires=[
         # google-crc32c: WriteToTFRecord and TFRecord CRCs need a fast CRC package.
         "apache-beam>=2.60",

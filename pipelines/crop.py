@@ -6,11 +6,22 @@ counter-clockwise the image and its boxes must turn to be upright. So we crop ea
 from the stored pixels, then turn the crop counter-clockwise by `Rotation`. Only when
 `Rotation` is absent (empty in the table) does the EXIF orientation tag orient the crop.
 
-Speed: a photo is decoded once for all its boxes, and JPEGs are decoded by libjpeg-turbo
-(simplejpeg, about twice as fast as PIL's decode here) at the smallest DCT scale (1/1, 1/2,
-1/4, 1/8) that still gives every box at least the output resolution. PIL is the fallback for other formats and JPEG colour spaces
-that libjpeg-turbo will not convert (CMYK/YCCK); PIL's decompression-bomb guard stays on,
-and the JPEG path applies the same pixel limit from the header before decoding.
+Speed: a photo is decoded once for all its boxes, at the smallest DCT scale (1/1, 1/2, 1/4,
+1/8) that still gives every box at least the output resolution, and only as far as its
+boxes need. For a JPEG, entropy (Huffman) decoding is most of the cost and cannot skip
+ahead, so the lever is to stop early: `_jpegregion` (a small C extension over
+libjpeg-turbo's libjpeg API, built by setup.py where libjpeg headers exist) decodes just the
+rows and columns that the union of the boxes covers and never entropy-decodes the rows
+below it. Where it is not built, simplejpeg (libjpeg-turbo) decodes the whole image at the
+same scale; both give the same pixels (tested), and `decoder_name()` goes into the build
+report. PIL is the fallback for other formats and JPEG colour spaces that libjpeg-turbo
+will not convert (CMYK/YCCK); PIL's decompression-bomb guard stays on, and the JPEG paths
+apply the same pixel limit from the header before decoding.
+
+One difference between the two JPEG decoders, by design: the region decoder never reads
+the entropy data below the last row the boxes need, so damage there (in a file that still
+ends with its end-of-image marker) goes unnoticed, where the whole-image decoder fails the
+photo as `not_an_image`. A file cut short is caught by both (no end-of-image marker).
 """
 from __future__ import annotations
 
@@ -24,6 +35,11 @@ import simplejpeg
 from PIL import Image
 
 from schemas.records import Box
+
+try:
+    from pipelines import _jpegregion
+except ImportError:  # not built here (no C compiler or libjpeg headers): whole-image decodes
+    _jpegregion = None
 
 ASPECTS = ("pad", "stretch", "center")
 REASON_NOT_AN_IMAGE = "not_an_image"
@@ -80,12 +96,28 @@ class DecodeError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
-    """Stored pixels (RGB uint8, possibly DCT-downscaled) and facts about the original."""
+    """Decoded pixels and facts about the original photo.
+
+    `pixels` (RGB uint8) is the block of the photo, scaled to `scaled_width` x
+    `scaled_height` by DCT scaling, whose top-left pixel is `origin` (x, y) in that scaled
+    image: the whole scaled image, or just the part the boxes need.
+    """
 
     pixels: np.ndarray
     full_width: int
     full_height: int
     exif_orientation: int
+    scaled_width: int
+    scaled_height: int
+    origin: tuple[int, int] = (0, 0)
+
+
+def decoder_name() -> str:
+    """Which JPEG decoder this machine uses, for the build report (see the module doc)."""
+    if _jpegregion is not None:
+        v = _jpegregion.LIBJPEG_TURBO_VERSION_NUMBER
+        return f"libjpeg-turbo {v // 1000000}.{v // 1000 % 1000}.{v % 1000} region decoder"
+    return f"simplejpeg {simplejpeg.__version__} whole-image decoder"
 
 
 def _region(box: Box, spec: CropSpec) -> tuple[float, float, float, float]:
@@ -105,6 +137,24 @@ def _square(x0: int, x1: int, y0: int, y1: int, w: int, h: int) -> tuple[int, in
 
     (x0, x1), (y0, y1) = grow(x0, x1, w), grow(y0, y1, h)
     return x0, x1, y0, y1
+
+
+def _pixel_region(box: Box, spec: CropSpec, w: int, h: int) -> tuple[int, int, int, int]:
+    """A box's crop region in the pixels of a w x h (scaled) image: (x0, x1, y0, y1), never
+    empty, inside the image."""
+    x0, x1, y0, y1 = _region(box, spec)
+    px0, py0 = min(math.floor(x0 * w), w - 1), min(math.floor(y0 * h), h - 1)
+    px1, py1 = max(min(math.ceil(x1 * w), w), px0 + 1), max(min(math.ceil(y1 * h), h), py0 + 1)
+    if spec.square:
+        px0, px1, py0, py1 = _square(px0, px1, py0, py1, w, h)
+    return px0, px1, py0, py1
+
+
+def _union(boxes: list[Box], spec: CropSpec, w: int, h: int) -> tuple[int, int, int, int]:
+    """The smallest region (x0, y0, x1, y1) of a w x h image that holds every box's crop."""
+    regions = [_pixel_region(box, spec, w, h) for box in boxes]
+    return (min(r[0] for r in regions), min(r[2] for r in regions),
+            max(r[1] for r in regions), max(r[3] for r in regions))
 
 
 def _needed_scale(boxes: list[Box], spec: CropSpec, width: int, height: int) -> float:
@@ -148,14 +198,20 @@ def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
                                                 f"decompression-bomb limit")
         if colorspace in ("Gray", "YCbCr", "RGB"):
             factor = _power_of_two(_needed_scale(boxes, spec, width, height))
+            sw, sh = math.ceil(width / factor), math.ceil(height / factor)
+            orientation = _exif_orientation(data) if _has_exif(data) else 1
             try:
-                pixels = simplejpeg.decode_jpeg(
-                    data, colorspace="RGB", min_width=math.ceil(width / factor),
-                    min_height=math.ceil(height / factor))
+                if _jpegregion is not None and data.endswith(b"\xff\xd9") and boxes:
+                    left, top, right, bottom = _union(boxes, spec, sw, sh)
+                    block, bw, bh, x, y = _jpegregion.decode_region(data, factor, left, top,
+                                                                    right, bottom)
+                    pixels = np.frombuffer(block, np.uint8).reshape(bh, bw, 3)
+                    return Decoded(pixels, width, height, orientation, sw, sh, (x, y))
+                pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=sw,
+                                                min_height=sh)
             except ValueError as err:
                 raise DecodeError(REASON_NOT_AN_IMAGE, f"JPEG does not decode: {err}") from None
-            orientation = _exif_orientation(data) if _has_exif(data) else 1
-            return Decoded(pixels, width, height, orientation)
+            return Decoded(pixels, width, height, orientation, sw, sh)
     return _decode_with_pil(data, boxes, spec)
 
 
@@ -186,7 +242,8 @@ def _decode_with_pil(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
             raise DecodeError(REASON_TOO_LARGE, str(err)) from None
         except Exception as err:  # PIL raises many types for bad input; all mean the same
             raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
-    return Decoded(_to_rgb(img), width, height, orientation)
+    pixels = _to_rgb(img)
+    return Decoded(pixels, width, height, orientation, pixels.shape[1], pixels.shape[0])
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -229,26 +286,24 @@ def crop_box(decoded: Decoded, box: Box, rotation: int | None, spec: CropSpec) -
     Raises:
       DecodeError: reason `too_small` when the region is under spec.min_crop_pixels.
     """
-    h, w = decoded.pixels.shape[:2]
+    px0, px1, py0, py1 = _pixel_region(box, spec, decoded.scaled_width, decoded.scaled_height)
     x0, x1, y0, y1 = _region(box, spec)
-    px0, px1 = math.floor(x0 * w), max(math.ceil(x1 * w), math.floor(x0 * w) + 1)
-    py0, py1 = math.floor(y0 * h), max(math.ceil(y1 * h), math.floor(y0 * h) + 1)
-    if spec.square:
-        px0, px1, py0, py1 = _square(px0, px1, py0, py1, w, h)
     full_w = (x1 - x0) * decoded.full_width
     full_h = (y1 - y0) * decoded.full_height
     if min(full_w, full_h) < spec.min_crop_pixels:
         raise DecodeError(REASON_TOO_SMALL, f"{full_w:.0f}x{full_h:.0f} px in the photo, "
                                             f"under --min_crop_pixels {spec.min_crop_pixels}")
-    region = decoded.pixels[py0:py1, px0:px1]
+    ox, oy = decoded.origin
+    region = decoded.pixels[py0 - oy:py1 - oy, px0 - ox:px1 - ox]
     if rotation:
         region = np.rot90(region, k=(rotation // 90) % 4)  # counter-clockwise, as the table says
     image = Image.fromarray(np.ascontiguousarray(region))
     if rotation is None and decoded.exif_orientation in _EXIF_TRANSPOSE:
         image = image.transpose(_EXIF_TRANSPOSE[decoded.exif_orientation])
     out = np.asarray(_resize(image, spec))
+    # 4:2:0 chroma, as PIL, TensorFlow and cjpeg write photos by default.
     return simplejpeg.encode_jpeg(np.ascontiguousarray(out), quality=spec.jpeg_quality,
-                                  colorspace="RGB")
+                                  colorspace="RGB", colorsubsampling="420")
 
 
 def upright_box(box: Box | tuple[float, float, float, float],

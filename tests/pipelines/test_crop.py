@@ -86,13 +86,22 @@ def test_aspect_policies(aspect):
     assert (black_rows > 40) == (aspect == "pad")
 
 
-def test_jpeg_is_decoded_at_a_reduced_scale_for_small_outputs():
+@pytest.mark.parametrize("region_decoder", [True, False])
+def test_jpeg_is_decoded_at_a_reduced_scale_for_small_outputs(region_decoder, monkeypatch):
+    if not region_decoder:
+        monkeypatch.setattr(crop, "_jpegregion", None)
     data = photos.render_photo("s", [], (1024, 768))
     small = crop.decode(data, [_box((0.0, 1.0, 0.0, 1.0))], crop.CropSpec(image_size=128))
     full = crop.decode(data, [_box((0.45, 0.55, 0.45, 0.55))], crop.CropSpec(image_size=128))
     assert small.pixels.shape[:2] == (96, 128)  # 1/8 scale still covers 128 px
-    assert full.pixels.shape[:2] == (768, 1024)
+    assert (small.scaled_width, small.scaled_height, small.origin) == (128, 96, (0, 0))
+    assert (full.scaled_width, full.scaled_height) == (1024, 768)
     assert (small.full_width, small.full_height) == (1024, 768)
+    x, y = full.origin
+    h, w = full.pixels.shape[:2]
+    assert x <= 460 and y <= 345 and x + w >= 564 and y + h >= 423  # holds the box
+    if region_decoder and crop._jpegregion is not None:
+        assert h * w < 768 * 1024 / 10  # and, decoded by region, little else
 
 
 def test_margin_square_and_too_small():

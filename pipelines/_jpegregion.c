@@ -1,0 +1,169 @@
+/* Decode only the rows and columns of a JPEG that a crop needs, with libjpeg-turbo.
+ *
+ * Why: for a box in a photo, a whole-image decode spends most of its time on pixels the
+ * crop throws away. libjpeg-turbo's libjpeg API can (1) scale by 1/2, 1/4, 1/8 in the
+ * DCT domain, (2) skip the inverse DCT, upsampling and colour conversion of rows above
+ * the region (jpeg_skip_scanlines) and of columns outside it (jpeg_crop_scanline), and
+ * (3) stop entropy decoding at the region's last row (jpeg_abort_decompress). Entropy
+ * decoding of the rows above cannot be skipped: baseline Huffman data is sequential.
+ *
+ * The pixels it returns are the same as a whole-image decode's at the same scale (ISLOW
+ * IDCT, fancy upsampling: libjpeg-turbo's defaults, also simplejpeg's), which the tests
+ * check, so whether this module is built never changes a dataset's bytes.
+ *
+ * Any libjpeg warning (corrupt data, a premature end of data) is an error here, as in
+ * simplejpeg's strict mode: a photo that is damaged inside the region is not cropped.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jpeglib.h>
+
+typedef struct {
+  struct jpeg_error_mgr pub;
+  jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+} ErrorManager;
+
+static void on_error(j_common_ptr cinfo) {
+  ErrorManager *err = (ErrorManager *)cinfo->err;
+  (*cinfo->err->format_message)(cinfo, err->message);
+  longjmp(err->jump, 1);
+}
+
+static void on_message(j_common_ptr cinfo, int level) {
+  if (level < 0) { /* a warning: treat it as an error (strict) */
+    on_error(cinfo);
+  }
+}
+
+PyDoc_STRVAR(decode_region_doc,
+"decode_region(data, scale_denom, left, top, right, bottom) -> (pixels, width, height, x, y)\n"
+"\n"
+"Decode the region [left, right) x [top, bottom) of a JPEG, given in the pixels of the\n"
+"image scaled by 1/scale_denom (1, 2, 4 or 8), as RGB, with the same pixel values as a\n"
+"whole-image decode at that scale. The decoded block starts at or left of `left` (at an\n"
+"iMCU boundary) and may end right of `right`: `pixels` holds `height` rows of `width` RGB\n"
+"pixels whose top-left is (x, y) in the scaled image.\n"
+"Raises ValueError for a JPEG that does not decode (or warns), for colour spaces other\n"
+"than grayscale, YCbCr and RGB, and for a region outside the scaled image.");
+
+static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
+  Py_buffer data;
+  int denom, left, top, right, bottom;
+  if (!PyArg_ParseTuple(args, "y*iiiii", &data, &denom, &left, &top, &right, &bottom)) {
+    return NULL;
+  }
+  if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
+    PyBuffer_Release(&data);
+    PyErr_SetString(PyExc_ValueError, "scale_denom must be 1, 2, 4 or 8");
+    return NULL;
+  }
+  struct jpeg_decompress_struct cinfo;
+  ErrorManager err;
+  /* volatile: read after a longjmp */
+  PyObject *volatile pixels = NULL;
+  PyThreadState *volatile released = NULL;
+  volatile int created = 0;
+  memset(&cinfo, 0, sizeof(cinfo));
+  cinfo.err = jpeg_std_error(&err.pub);
+  err.pub.error_exit = on_error;
+  err.pub.emit_message = on_message;
+  err.message[0] = '\0';
+  if (setjmp(err.jump)) {
+    if (released != NULL) PyEval_RestoreThread(released);
+    Py_XDECREF(pixels);
+    if (created) jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&data);
+    PyErr_Format(PyExc_ValueError, "JPEG does not decode: %s", err.message);
+    return NULL;
+  }
+  jpeg_create_decompress(&cinfo);
+  created = 1;
+  jpeg_mem_src(&cinfo, (const unsigned char *)data.buf, (unsigned long)data.len);
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.jpeg_color_space != JCS_GRAYSCALE && cinfo.jpeg_color_space != JCS_YCbCr &&
+      cinfo.jpeg_color_space != JCS_RGB) {
+    jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&data);
+    PyErr_SetString(PyExc_ValueError, "colour space is not grayscale, YCbCr or RGB");
+    return NULL;
+  }
+  cinfo.out_color_space = JCS_RGB;
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = (unsigned int)denom;
+  cinfo.dct_method = JDCT_ISLOW;
+  cinfo.do_fancy_upsampling = TRUE;
+  jpeg_start_decompress(&cinfo);
+  if (left < 0 || top < 0 || right <= left || bottom <= top ||
+      (JDIMENSION)right > cinfo.output_width || (JDIMENSION)bottom > cinfo.output_height) {
+    unsigned int w = cinfo.output_width, h = cinfo.output_height;
+    jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&data);
+    PyErr_Format(PyExc_ValueError, "region (%d, %d, %d, %d) is outside the %ux%u image",
+                 left, top, right, bottom, w, h);
+    return NULL;
+  }
+  /* One column of context on each side: with fancy upsampling of subsampled chroma, the
+   * edge columns of a cropped scanline are interpolated from fewer neighbours than in a
+   * whole-image decode. Those columns are decoded but lie outside [left, right). */
+  JDIMENSION x = (JDIMENSION)(left > 0 ? left - 1 : 0);
+  JDIMENSION width = (JDIMENSION)right - x + ((JDIMENSION)right < cinfo.output_width ? 1 : 0);
+  if (x > 0 || width < cinfo.output_width) {
+    jpeg_crop_scanline(&cinfo, &x, &width);
+  }
+  if (top > 0 && jpeg_skip_scanlines(&cinfo, (JDIMENSION)top) != (JDIMENSION)top) {
+    strcpy(err.message, "could not skip to the region");
+    longjmp(err.jump, 1);
+  }
+  Py_ssize_t stride = (Py_ssize_t)width * 3, height = bottom - top;
+  pixels = PyBytes_FromStringAndSize(NULL, stride * height);
+  if (pixels == NULL) {
+    jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&data);
+    return NULL;
+  }
+  unsigned char *out = (unsigned char *)PyBytes_AS_STRING(pixels);
+  released = PyEval_SaveThread(); /* let other threads run while we decode */
+  while (cinfo.output_scanline < (JDIMENSION)bottom) {
+    JSAMPROW row = out + (Py_ssize_t)(cinfo.output_scanline - top) * stride;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  PyEval_RestoreThread(released);
+  released = NULL;
+  /* Stop here: the rows below the region are never entropy-decoded. */
+  jpeg_abort_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  PyBuffer_Release(&data);
+  return Py_BuildValue("(NIiII)", pixels, (unsigned int)width, (int)height,
+                       (unsigned int)x, (unsigned int)top);
+}
+
+static PyMethodDef methods[] = {
+    {"decode_region", decode_region, METH_VARARGS, decode_region_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_jpegregion",
+    "Region decoding of JPEGs with libjpeg-turbo (see pipelines/crop.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__jpegregion(void) {
+  PyObject *m = PyModule_Create(&module);
+  if (m != NULL) {
+    PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER",
+#ifdef LIBJPEG_TURBO_VERSION_NUMBER
+                            LIBJPEG_TURBO_VERSION_NUMBER
+#else
+                            0
+#endif
+    );
+  }
+  return m;
+}
