@@ -120,7 +120,8 @@ def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:
     result = {"dataset": config.layout.name, "version": config.layout.version,
               "labels": list(config.plan.label_set.labels), **result,
               "notes": list(config.plan.label_set.notes), "seconds": round(seconds, 2),
-              **identity, "config": flags, "metrics": report.metrics_dict(p.result)}
+              **identity, "config": flags, "environment": report.environment(),
+              "metrics": report.metrics_dict(p.result)}
     write_json(path, result)
     if not result["invariant"]["examples"]:
         log.error("no box became an example: nothing to load. See %s for why.",

@@ -49,6 +49,28 @@ def fingerprint(config: dict, inputs: list[str]) -> dict:
     return {"inputs": checksums, "fingerprint": hashlib.sha256(blob.encode()).hexdigest()}
 
 
+# Packages whose versions can change a dataset's bytes (decoding, resizing, encoding, framing).
+_BYTE_SHAPING_PACKAGES = ("apache-beam", "numpy", "pillow", "simplejpeg", "tensorflow-datasets")
+
+
+def environment() -> dict:
+    """What besides flags and inputs shapes the bytes: a rebuild that must match byte for byte
+    needs the same versions and JPEG decoder (pipelines/crop.py explains the two decoders).
+    Read on the machine that launches the job; remote workers install the same setup.py."""
+    import importlib.metadata
+    import platform
+
+    from pipelines import crop
+    versions = {}
+    for name in _BYTE_SHAPING_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "packages": versions,
+            "jpeg_decoder": crop.decoder_name()}
+
+
 def format_report(report: dict) -> str:
     """The build report as plain-text tables."""
     labels = list(report["examples"])

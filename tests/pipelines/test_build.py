@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow_datasets as tfds
 
-from pipelines import build, verify, write
+from pipelines import build, crop, verify, write
 from schemas.records import Failure
 from tests.conftest import build_argv, image_rows, shard_digests as _shard_digests
 
@@ -45,6 +45,8 @@ def test_tfds_loads_every_split_with_the_reported_counts(built):
     assert sum(v["total"] for v in report["examples"].values()) == sum(
         s["examples"] for s in report["splits"].values())
     assert (folder / write.COMPLETED_FILE).read_text().strip() == report["fingerprint"]
+    assert report["environment"]["jpeg_decoder"] == crop.decoder_name()
+    assert report["environment"]["packages"]["pillow"] == __import__("PIL").__version__
 
 
 def test_manifest_plus_failures_equal_the_plan(built):
