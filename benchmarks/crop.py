@@ -3,21 +3,33 @@
 - baseline: what a straightforward script does per photo: `Image.open(...).convert("RGB")`
   (a full decode), then per box: crop, letterbox-resize to 224, `save(format="JPEG")`;
 - ours: `crop.crop_photo` (one libjpeg-turbo decode at the smallest DCT scale that covers
-  every box at 224 px, numpy crop, PIL resize, libjpeg-turbo encode).
+  every box at 224 px, of only the rows and columns the boxes need when the region decoder
+  is built, numpy crop, PIL resize, libjpeg-turbo encode);
+- ours split in two: `decode` (crop.decode) and `post` (crop.crop_box for every box of an
+  already decoded photo: cut, rotate, resize with PIL, encode);
+- floor: what no decoder that reads a baseline JPEG's entropy data in order can avoid:
+  Huffman-decoding every row down to the last one a box needs (timed as the region decoder
+  at 1/8 scale, one column wide, so inverse DCT and colour work are nil).
+  `bound` = PIL / (floor + post): the ratio this crop core would reach with a decoder that
+  cost no more than that floor, i.e. the best any decoder could do for it;
+- encode: encoding the finished 224x224 crops alone (simplejpeg). `limit` = PIL / (floor +
+  encode): the ratio if decoding cost only its floor and cutting and resizing cost nothing.
 
 Both produce the same number of 224x224 JPEG crops. Target: ours >= 2.5x. Asserts nothing.
 
-    python -m benchmarks.crop [--photos 200]
+    python -m benchmarks.crop [--photos 200] [--whole_image]
 """
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import sys
 import time
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from pipelines import crop
@@ -66,22 +78,35 @@ def baseline(data: bytes, boxes: list[Box], size: int = 224) -> list[bytes]:
     return out
 
 
+def floor(region, data: bytes, boxes: list[Box]) -> None:
+    """Entropy-decode down to the last row any box needs, and nothing else (see the doc)."""
+    rows = math.ceil(max(b.ymax for b in boxes) * 768 / 8)
+    region.decode_region(data, 8, 0, 0, 1, max(rows, 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--whole_image", action="store_true",
+                   help="measure the fallback: whole-image decodes, as where the region "
+                        "decoder is not built")
     args = p.parse_args(argv)
+    region = crop._jpegregion
+    if args.whole_image:
+        crop._jpegregion = None
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     spec = crop.CropSpec(image_size=224, aspect="pad", jpeg_quality=90)
     print(f"\n{args.photos} photos 1024x768 per set, crops to 224x224 (pad), one core, "
-          f"best of {args.repeats}\n")
-    print(f"{'set':<10}{'crops':>7}{'PIL s':>8}{'ours s':>8}{'PIL crops/s':>13}"
-          f"{'ours crops/s':>14}{'ratio':>7}")
+          f"best of {args.repeats}; JPEG decoder: {crop.decoder_name()}\n")
+    print(f"{'set':<10}{'crops':>6}{'PIL s':>7}{'ours s':>7}{'decode':>7}{'post':>6}"
+          f"{'floor':>7}{'encode':>7}{'ours crops/s':>13}{'ratio':>6}{'bound':>6}{'limit':>6}")
     for kind in ("closeups", "scenes"):
         work = _photo_set(args.photos, kind)
         n_crops = sum(len(b) for _, b in work)
-        times = {"baseline": [], "ours": []}
+        times = {"baseline": [], "ours": [], "decode": [], "post": [], "floor": [],
+                 "encode": []}
         for _ in range(args.repeats):  # interleaved, so load drifts hit both alike
             start = time.perf_counter()
             base = [baseline(d, b) for d, b in work]
@@ -89,11 +114,32 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             ours = [crop.crop_photo(d, b, 0, spec) for d, b in work]
             times["ours"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            decoded = [crop.decode(d, b, spec) for d, b in work]
+            times["decode"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for dec, (_, b) in zip(decoded, work):
+                for box in b:
+                    crop.crop_box(dec, box, 0, spec)
+            times["post"].append(time.perf_counter() - start)
+            finished = [np.asarray(Image.open(io.BytesIO(c))) for r in ours for _, c in r]
+            start = time.perf_counter()
+            for pixels in finished:
+                simplejpeg.encode_jpeg(pixels, quality=90, colorsubsampling="420")
+            times["encode"].append(time.perf_counter() - start)
+            if region is not None:
+                start = time.perf_counter()
+                for d, b in work:
+                    floor(region, d, b)
+                times["floor"].append(time.perf_counter() - start)
         assert sum(map(len, base)) == sum(map(len, ours)) == n_crops
         assert all(isinstance(c, bytes) for r in ours for _, c in r)
         b, o = min(times["baseline"]), min(times["ours"])
-        print(f"{kind:<10}{n_crops:>7}{b:>8.2f}{o:>8.2f}{n_crops / b:>13.0f}{n_crops / o:>14.0f}"
-              f"{b / o:>7.2f}")
+        dec, post = min(times["decode"]), min(times["post"])
+        f, enc = min(times["floor"], default=math.nan), min(times["encode"])
+        print(f"{kind:<10}{n_crops:>6}{b:>7.2f}{o:>7.2f}{dec:>7.2f}{post:>6.2f}{f:>7.2f}"
+              f"{enc:>7.2f}{n_crops / o:>13.0f}{b / o:>6.2f}{b / (f + post):>6.2f}"
+              f"{b / (f + enc):>6.2f}")
     print("\ntarget: >= 2.5x")
     return 0
 
