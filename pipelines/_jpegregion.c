@@ -98,7 +98,12 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   cinfo.scale_denom = (unsigned int)denom;
   cinfo.dct_method = JDCT_ISLOW;
   cinfo.do_fancy_upsampling = TRUE;
+  /* Decoding work runs without the GIL, so a worker's threads can crop in parallel (for a
+   * progressive JPEG, starting is where the whole file is entropy-decoded). */
+  released = PyEval_SaveThread();
   jpeg_start_decompress(&cinfo);
+  PyEval_RestoreThread(released);
+  released = NULL;
   if (left < 0 || top < 0 || right <= left || bottom <= top ||
       (JDIMENSION)right > cinfo.output_width || (JDIMENSION)bottom > cinfo.output_height) {
     unsigned int w = cinfo.output_width, h = cinfo.output_height;
@@ -116,10 +121,6 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   if (x > 0 || width < cinfo.output_width) {
     jpeg_crop_scanline(&cinfo, &x, &width);
   }
-  if (top > 0 && jpeg_skip_scanlines(&cinfo, (JDIMENSION)top) != (JDIMENSION)top) {
-    strcpy(err.message, "could not skip to the region");
-    longjmp(err.jump, 1);
-  }
   Py_ssize_t stride = (Py_ssize_t)width * 3, height = bottom - top;
   pixels = PyBytes_FromStringAndSize(NULL, stride * height);
   if (pixels == NULL) {
@@ -128,7 +129,12 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
     return NULL;
   }
   unsigned char *out = (unsigned char *)PyBytes_AS_STRING(pixels);
-  released = PyEval_SaveThread(); /* let other threads run while we decode */
+  released = PyEval_SaveThread();
+  /* Rows above the region: entropy-decoded (unavoidable) but not reconstructed. */
+  if (top > 0 && jpeg_skip_scanlines(&cinfo, (JDIMENSION)top) != (JDIMENSION)top) {
+    strcpy(err.message, "could not skip to the region");
+    longjmp(err.jump, 1);
+  }
   while (cinfo.output_scanline < (JDIMENSION)bottom) {
     JSAMPROW row = out + (Py_ssize_t)(cinfo.output_scanline - top) * stride;
     jpeg_read_scanlines(&cinfo, &row, 1);
