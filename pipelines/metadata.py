@@ -61,6 +61,8 @@ _IMAGES = {
                        md5="d832feb775b3cb78077bf8ae350adce5"),
 }
 _HIERARCHY = RemoteFile("2018_04/bbox_labels_600_hierarchy.json")
+_V5_CLASSES = RemoteFile("v5/class-descriptions-boxable.csv", 12011,
+                         md5="9846fd22fd2e68b45e3f3810a4c2a32a")
 
 # version -> {"boxes": {split: file}, "images": {split: file}, "classes": file, "hierarchy": file}
 FILES = {
@@ -68,11 +70,9 @@ FILES = {
            "classes": RemoteFile("2018_04/class-descriptions-boxable.csv", 11255,
                                  md5="7cfca4492ef343a973605b3754d22ceb")},
     "v5": {"boxes": _V5_BOXES, "images": _IMAGES, "hierarchy": _HIERARCHY,
-           "classes": RemoteFile("v5/class-descriptions-boxable.csv", 12011,
-                                 md5="9846fd22fd2e68b45e3f3810a4c2a32a")},
+           "classes": _V5_CLASSES},
     "v6": {"boxes": _V6_BOXES, "images": _IMAGES, "hierarchy": _HIERARCHY,
-           "classes": RemoteFile("v5/class-descriptions-boxable.csv", 12011,
-                                 md5="9846fd22fd2e68b45e3f3810a4c2a32a")},
+           "classes": _V5_CLASSES},  # V6 kept V5's class list
     "v7": {"boxes": _V6_BOXES, "images": _IMAGES, "hierarchy": _HIERARCHY,
            "classes": RemoteFile("v7/oidv7-class-descriptions-boxable.csv", 12064,
                                  sha256="1839e0e7e84130ae281f7f67413768601b031581c0c42e7fc17527b8e2a99aa9")},
