@@ -23,10 +23,11 @@ import time
 
 import apache_beam as beam
 
-from pipelines import crop, fetch, files, options, plan, report
+from pipelines import crop, failures, fetch, files, options, plan, report, scan
 from pipelines.crop_stage import CropBoxes
 from pipelines.fetch_stage import FetchImages
 from pipelines.ontology import packaged_class_list, packaged_path
+from schemas.records import tasks_of
 from pipelines.write import (COMPLETED_FILE, REPORT_FILE, DatasetLayout, WriteDataset,
                              check_destination, default_dataset_name, export_folders,
                              finalize, write_json)
@@ -77,29 +78,44 @@ def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, Buil
     return opts, config
 
 
-def _finalize(_, layout, labels, shards, failures, planned_boxes):
-    counts = finalize(layout, labels, list(shards), list(failures), planned_boxes)
+def _finalize(_, layout, labels, shards, failure_slices, attribution, failure_counts,
+              planned_boxes, scanned, tables):
+    counts = finalize(layout, labels, list(shards), list(failure_slices), list(attribution),
+                      failure_counts, planned_boxes)
+    counts["scan"] = scan.scan_report(tables, scanned)
     write_json(layout.path(REPORT_FILE), counts)
 
 
 def build_pipeline(p: beam.Pipeline, config: BuildConfig) -> None:
-    """Add the whole build to a pipeline: plan -> fetch -> crop -> write -> finalize."""
+    """Add the whole build to a pipeline: plan -> fetch -> crop -> write -> finalize.
+
+    The plan stays in Arrow batches until the fetch needs one task per photo; example
+    bytes stay in run files until each shard is merged (pipelines/write.py)."""
     labels = config.plan.label_set.labels
-    tasks, plan_failures = p | "Plan" >> plan.PlanImages(config.plan)
+    layout = config.layout
+    plan_batches, plan_failures, scanned = p | "Plan" >> plan.PlanImages(
+        config.plan, files.join_path(layout.parts_dir, "batches"))
+    tasks = plan_batches | "PhotoTasks" >> beam.FlatMap(lambda kv: tasks_of(kv[1]))
     photos, fetch_failures = tasks | "FetchImages" >> FetchImages(config.fetch)
     crops, crop_failures = photos | "CropBoxes" >> CropBoxes(config.crop)
     if config.export_folders:
         export_folders(crops, config.export_folders)
-    shards = crops | "WriteDataset" >> WriteDataset(config.layout, labels,
-                                                    config.shard_size_bytes, config.num_shards)
-    failures = (plan_failures, fetch_failures, crop_failures) | "AllFailures" >> beam.Flatten()
-    planned = (tasks
-               | "BoxesPerTask" >> beam.Map(lambda t: len(t.boxes))
+    shards, attribution = crops | "WriteDataset" >> WriteDataset(
+        layout, labels, config.shard_size_bytes, config.num_shards)
+    failed = (plan_failures, fetch_failures, crop_failures) | "AllFailures" >> beam.Flatten()
+    failure_counts = failed | "CountFailures" >> failures.CountFailures()
+    failure_slices = failed | "FailureRuns" >> beam.ParDo(
+        failures.WriteFailureRuns(files.join_path(layout.parts_dir, "failures")))
+    planned = (plan_batches
+               | "BoxesPerBucket" >> beam.Map(lambda kv: kv[1].num_rows)
                | "PlannedBoxes" >> beam.CombineGlobally(sum))
     (p
      | "Once" >> beam.Create([None])
-     | "Finalize" >> beam.Map(_finalize, config.layout, labels, beam.pvalue.AsList(shards),
-                              beam.pvalue.AsList(failures), beam.pvalue.AsSingleton(planned)))
+     | "Finalize" >> beam.Map(
+         _finalize, layout, labels, beam.pvalue.AsList(shards),
+         beam.pvalue.AsList(failure_slices), beam.pvalue.AsList(attribution),
+         beam.pvalue.AsSingleton(failure_counts), beam.pvalue.AsSingleton(planned),
+         beam.pvalue.AsDict(scanned), config.plan.box_tables + config.plan.image_tables))
 
 
 def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:

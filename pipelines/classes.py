@@ -77,12 +77,9 @@ def run(args: argparse.Namespace) -> str:
 
 
 def _plan_counts(plan_dir: str) -> dict[str, int]:
-    """Boxes per MID in a plan.parquet."""
-    import os
-
-    import pyarrow.parquet as pq
-    table = pq.read_table(os.path.join(plan_dir, "plan.parquet"), columns=["mid"])
-    return table.to_pandas().mid.value_counts().to_dict()
+    """Boxes per MID in a plan."""
+    from pipelines import plan
+    return plan.read_plan(plan_dir, columns=["mid"]).to_pandas().mid.value_counts().to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,8 +55,9 @@ class OpenSandwichesOptions(PipelineOptions):
                        help="Where the official metadata files are (a mirror, say).")
         g.add_argument("--metadata_cache", default="",
                        help="Metadata download cache (default ~/.cache/open-sandwiches/metadata).")
-        g.add_argument("--scan_range_mb", type=int, default=csvscan.DEFAULT_RANGE_BYTES >> 20,
-                       help="Size of the byte ranges the tables are scanned in.")
+        g.add_argument("--scan_range_mb", type=float, default=csvscan.DEFAULT_RANGE_BYTES >> 20,
+                       help="Size of the byte ranges the tables are scanned in (the unit of "
+                            "parallelism; fractions allowed).")
         g.add_argument("--output_dir", default=None, help="Where outputs are written.")
 
         g = parser.add_argument_group("filters")

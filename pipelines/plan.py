@@ -1,9 +1,11 @@
 """`open-sandwiches plan`: what Open Images holds for your classes, before any download.
 
-Scans the box table for the selected classes, the image table for their photos, joins
-them on ImageID into one task per photo, assigns splits and applies the sampling limit.
-Writes `plan.parquet` (one row per selected box), `failures.jsonl` and `summary.json`,
-and prints the summary as a table.
+Scans the box table for the selected classes and the image table for their photos, joins
+them in buckets of photos, assigns splits and applies the sampling limit, all in Arrow
+batches (never one Python object per row). Writes, in parallel, `plan-NNNNN-of-MMMMM.parquet`
+(one row per selected box, a file per bucket; `read_plan` reads them all), then
+`failures.jsonl` (merged from sorted runs) and `summary.json` (from combiners), and prints
+the summary as a table.
 
     open-sandwiches plan --classes Hamburger Sandwich \
         --bbox_csv train-annotations-bbox.csv \
@@ -16,27 +18,37 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import io
 import json
 import logging
+import math
+import os
+import re
 import sys
-from typing import Iterable
+import time
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from pipelines import csvscan, files, join, metadata, options, report, rows
+from pipelines import (batches, csvscan, failures, files, join, keys, metadata, options, report,
+                       rows, scan)
 from pipelines.ontology import (ClassSelectionError, LabelSet, Ontology, UnknownClassError,
                                 build_label_set)
-from pipelines.scan import FAILED, ScanBoxes, ScanImages
+from pipelines.scan import FAILED
 from schemas import openimages
-from schemas.records import PLAN_SCHEMA, SPLITS, Failure, ImageTask, plan_rows
+from schemas.records import PLAN_SCHEMA, SPLITS
 
-PLAN_FILE = "plan.parquet"
-FAILURES_FILE = "failures.jsonl"
+PLAN_FILES = "plan-{:05d}-of-{:05d}.parquet"
+_PLAN_FILE_RE = re.compile(r"^plan-(\d{5})-of-(\d{5})\.parquet$")
+FAILURES_FILE = failures.FAILURES_FILE
 SUMMARY_FILE = "summary.json"
+PARTS_DIR = ".plan-parts"
+PLAN, CANDIDATES = "plan", "candidates"
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +66,19 @@ class PlanConfig:
     split_source: str
     fractions: tuple[float, float, float]
     max_per_class: int
+
+    @property
+    def num_buckets(self) -> int:
+        """Two buckets of photos per range of input: a bucket's join then holds about half
+        a range's rows, even when every row of the tables is selected."""
+        data = sum(t.size - t.header_end for t in self.box_tables + self.image_tables)
+        return max(1, 2 * math.ceil(data / self.range_bytes))
+
+    @property
+    def join_spec(self) -> join.JoinSpec:
+        ls = self.label_set
+        return join.JoinSpec(tuple(sorted(ls.mid_to_index)), tuple(ls.labels), self.split_source,
+                             self.seed, self.fractions, priorities=self.max_per_class > 0)
 
     @classmethod
     def from_options(cls, opts: options.OpenSandwichesOptions) -> tuple["PlanConfig", Ontology]:
@@ -86,140 +111,189 @@ class PlanConfig:
             label_set=label_set,
             box_tables=tuple(csvscan.open_table(p, openimages.BOXES) for p in bbox_csv),
             image_tables=tuple(csvscan.open_table(p, openimages.IMAGES) for p in images_csv),
-            filters=filters, range_bytes=o.scan_range_mb << 20, seed=o.seed,
+            filters=filters, range_bytes=max(1, int(o.scan_range_mb * 2**20)), seed=o.seed,
             split_source=o.split_source, fractions=join.check_fractions(o.split_fractions),
             max_per_class=o.max_per_class)
-        join.make_split_fn(config.split_source, config.seed, config.fractions)  # validates
+        config.join_spec  # validates the split source
         return config, ontology
 
 
-class _MakeTasks(beam.DoFn):
-    """(ImageID, {boxes, images}) -> ImageTask; orphan and duplicate boxes tagged FAILED."""
+class _JoinBuckets(beam.DoFn):
+    """(bucket, [(tag, batch)...]) -> (bucket, PLAN_BATCH); failures and, under
+    --max_per_class, the bucket's candidates tagged. Under the limit, a bucket passes on
+    only the boxes that are among its own n best per label: no others can be chosen."""
 
-    def __init__(self, split_source: str, seed: int, fractions: tuple[float, float, float]):
-        self._split_args = (split_source, seed, fractions)
-        self._tasks = Metrics.counter("join", "tasks")
+    def __init__(self, spec: join.JoinSpec, max_per_class: int, scratch: str):
+        self._spec, self._n, self._scratch = spec, max_per_class, scratch
+        self._boxes = Metrics.counter("join", "boxes")
         self._failed = Metrics.counter("join", "failures")
-
-    def setup(self):
-        self._split = join.make_split_fn(*self._split_args)
+        self._over = Metrics.counter("limit", "boxes_over_limit")
+        self._busy_ms = Metrics.distribution("timing", "join_ms")
 
     def process(self, element):
-        image_id, grouped = element
-        task, failures = join.make_task(image_id, grouped["boxes"], grouped["images"],
-                                        self._split)
-        self._failed.inc(len(failures))
-        for failure in failures:
-            yield beam.pvalue.TaggedOutput(FAILED, failure)
-        if task is not None:
-            self._tasks.inc()
-            yield task
+        bucket, tagged = element
+        start = time.perf_counter()
+        groups = collections.defaultdict(list)
+        for tag, where in tagged:
+            groups[tag].append(where)
+        plan, failures = join.join_bucket(batches.load(groups[scan.BOXES]),
+                                          batches.load(groups[scan.IMAGES]), self._spec)
+        if self._n:
+            candidates = join.limit_candidates(plan, self._n)
+            plan, over = join.apply_limit(plan, join.thresholds(candidates, self._n),
+                                          keep_priority=True)
+            self._over.inc(over)
+            yield beam.pvalue.TaggedOutput(CANDIDATES, candidates)
+        self._boxes.inc(plan.num_rows)
+        self._failed.inc(failures.num_rows)
+        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
+        if failures.num_rows:
+            yield beam.pvalue.TaggedOutput(FAILED, failures)
+        if self._n:  # the limit waits for every bucket: the plan waits in a file
+            yield from batches.spill(self._scratch, [(bucket, plan)])
+        else:
+            yield bucket, plan
 
 
-def _ranked_boxes(task: ImageTask, seed: int):
-    for box in task.boxes:
-        yield box.label, (join.sample_priority(seed, task.image_id, box), task.image_id,
-                          box.box_index)
+class _MergeCandidates(beam.CombineFn):
+    """The n best boxes per label over every bucket, then each label's threshold."""
+
+    def __init__(self, n: int):
+        self._n = n
+
+    def create_accumulator(self):
+        return join.CANDIDATES.empty_table()
+
+    def add_input(self, acc, candidates):
+        return join.merge_candidates([acc, candidates], self._n)
+
+    def merge_accumulators(self, accs):
+        return join.merge_candidates(accs, self._n)
+
+    def extract_output(self, acc):
+        return join.thresholds(acc, self._n)
 
 
-class _KeepChosen(beam.DoFn):
-    """Rebuild a task with only the boxes --max_per_class chose (indices unchanged)."""
-
+class _ApplyLimit(beam.DoFn):
     def __init__(self):
         self._over = Metrics.counter("limit", "boxes_over_limit")
 
-    def process(self, element):
-        _, grouped = element
-        chosen = set(grouped["kept"])
-        for task in grouped["task"]:
-            kept = tuple(b for b in task.boxes if b.box_index in chosen)
-            self._over.inc(len(task.boxes) - len(kept))
-            if kept:
-                yield dataclasses.replace(task, boxes=kept)
-
-
-class LimitPerClass(beam.PTransform):
-    """Keep at most n boxes per label: those with the smallest seeded hash, so the choice
-    is the same for any row order, runner or worker count. Boxes over the limit are left
-    out by the user's request (counted in metrics), not failures."""
-
-    def __init__(self, n: int, seed: int):
-        super().__init__()
-        self._n, self._seed = n, seed
-
-    def expand(self, tasks):
-        kept = (tasks
-                | "RankBoxes" >> beam.FlatMap(_ranked_boxes, self._seed)
-                | "SmallestPerLabel" >> beam.combiners.Top.SmallestPerKey(self._n)
-                | "KeptBoxes" >> beam.FlatMap(lambda kv: [(i, b) for _, i, b in kv[1]]))
-        keyed = tasks | "KeyByImage" >> beam.Map(lambda t: (t.image_id, t))
-        return ({"task": keyed, "kept": kept}
-                | "JoinChosen" >> beam.CoGroupByKey()
-                | "KeepChosen" >> beam.ParDo(_KeepChosen()))
+    def process(self, element, limits):
+        bucket, where = element
+        plan, over = join.apply_limit(pa.concat_tables(batches.load([where])), limits)
+        self._over.inc(over)
+        yield bucket, plan
 
 
 class PlanImages(beam.PTransform):
     """Scan, filter, join, split and limit: the plan of a build.
 
+    Args:
+      config: the checked plan config.
+      scratch: a folder for batches between stages (removed by whoever owns it, after).
+
     Returns:
-      (PCollection of ImageTask, PCollection of Failure).
+      (PCollection of (bucket, PLAN_BATCH) with exactly one element per bucket,
+       PCollection of FAILURE_SCHEMA batches,
+       PCollection of (table path, scan.TableScan), one per table).
     """
 
-    def __init__(self, config: PlanConfig):
+    def __init__(self, config: PlanConfig, scratch: str):
         super().__init__()
-        self._config = config
+        self._config, self._scratch = config, scratch
 
     def expand(self, pbegin):
-        c = self._config
-        ls = c.label_set
-        boxes, box_failures = pbegin | "ScanBoxes" >> ScanBoxes(
-            c.box_tables, ls.mid_to_index, ls.labels, c.filters, c.range_bytes)
-        image_ids = (boxes
-                     | "ImageIds" >> beam.Keys()
-                     | "UniqueImageIds" >> beam.Distinct())
-        images, image_failures = pbegin | "ScanImages" >> ScanImages(
-            c.image_tables, beam.pvalue.AsList(image_ids), c.range_bytes)
-        joined = ({"boxes": boxes, "images": images}
-                  | "JoinOnImageID" >> beam.CoGroupByKey()
-                  | "MakeTasks" >> beam.ParDo(_MakeTasks(c.split_source, c.seed, c.fractions))
-                  .with_outputs(FAILED, main="tasks"))
-        tasks = joined.tasks
+        c, scratch = self._config, self._scratch
+        n = c.num_buckets
+        box = pbegin | "ScanBoxes" >> scan.ScanBoxes(
+            c.box_tables, c.label_set.mid_to_index, c.filters, c.range_bytes, n, scratch)
+        images = pbegin | "ScanImages" >> scan.ScanImages(
+            c.image_tables, beam.pvalue.AsSingleton(box[scan.IMAGE_IDS]), c.range_bytes, n,
+            scratch)
+        every = pbegin | "EveryBucket" >> beam.Create([(b, (None, None)) for b in range(n)])
+        joined = ((box[scan.BOXES], images[scan.IMAGES], every)
+                  | "Bucketed" >> beam.Flatten()
+                  | "GroupBuckets" >> beam.GroupByKey()
+                  | "JoinBuckets" >> beam.ParDo(_JoinBuckets(c.join_spec, c.max_per_class,
+                                                            scratch))
+                  .with_outputs(FAILED, CANDIDATES, main=PLAN))
+        plan = joined[PLAN]
         if c.max_per_class:
-            tasks = tasks | "LimitPerClass" >> LimitPerClass(c.max_per_class, c.seed)
-        failures = ((box_failures, image_failures, joined[FAILED])
-                    | "PlanFailures" >> beam.Flatten())
-        return tasks, failures
+            limits = joined[CANDIDATES] | "Thresholds" >> beam.CombineGlobally(
+                _MergeCandidates(c.max_per_class))
+            plan = plan | "LimitPerClass" >> beam.ParDo(_ApplyLimit(),
+                                                        beam.pvalue.AsSingleton(limits))
+        failures = (box[FAILED], joined[FAILED]) | "PlanFailures" >> beam.Flatten()
+        scanned = ((box[scan.SCANNED], images[scan.SCANNED])
+                   | "Scanned" >> beam.Flatten()
+                   | "PerTable" >> beam.CombinePerKey(_SumScans()))
+        return plan, failures, scanned
 
 
-def summarize(plan: Iterable[dict], failures: Iterable[Failure], labels: Iterable[str],
-              notes: Iterable[str] = ()) -> dict:
+class _SumScans(beam.CombineFn):
+    def create_accumulator(self):
+        return scan.TableScan()
+
+    def add_input(self, acc, value):
+        return acc.add(value)
+
+    def merge_accumulators(self, accs):
+        total = scan.TableScan()
+        for acc in accs:
+            total = total.add(acc)
+        return total
+
+    def extract_output(self, acc):
+        return acc
+
+
+def plan_counts(element) -> collections.Counter:
+    """A bucket's boxes and photos per (label index, split), and photos per split. Photos
+    never span buckets, so per-bucket distinct counts add up."""
+    _, plan = element
+    counts: collections.Counter = collections.Counter()
+    if plan.num_rows == 0:
+        return counts
+    label = plan["label_index"].to_numpy().astype(np.int64)
+    split = np.asarray(pc.index_in(plan["split"], value_set=pa.array(SPLITS))
+                       .to_numpy(zero_copy_only=False), np.int64)
+    ids, _ = keys.image_ids_to_u64(plan["image_id"])
+    photo = np.cumsum(np.concatenate([[True], ids[1:] != ids[:-1]])) - 1  # rows are by photo
+    width = int(label.max()) + 1
+    cell = label * len(SPLITS) + split
+    photo_cells = np.sort(photo * width * len(SPLITS) + cell)
+    distinct = photo_cells[np.concatenate([[True], photo_cells[1:] != photo_cells[:-1]])]
+    for what, values in (("boxes", cell), ("images", distinct % (width * len(SPLITS)))):
+        for c, k in enumerate(np.bincount(values, minlength=width * len(SPLITS))):
+            if k:
+                counts[(what, c // len(SPLITS), SPLITS[c % len(SPLITS)])] += int(k)
+    first = np.concatenate([[True], photo[1:] != photo[:-1]])
+    for s, k in enumerate(np.bincount(split[first], minlength=len(SPLITS))):
+        counts[("images_total", SPLITS[s])] += int(k)
+    return counts
+
+
+def summarize(counts: dict, failures_by_reason: dict, labels, notes=()) -> dict:
     """Boxes and images per label and split, and failures by stage and reason."""
     labels = list(labels)
-    boxes = {l: collections.Counter() for l in labels}
-    images = {l: collections.defaultdict(set) for l in labels}
-    for row in plan:
-        boxes[row["label"]][row["split"]] += 1
-        images[row["label"]][row["split"]].add(row["image_id"])
-    all_images = {s: set() for s in SPLITS}
-    for per_split in images.values():
-        for split, ids in per_split.items():
-            all_images[split] |= ids
-    by_reason = collections.Counter(f"{f.stage}/{f.reason}" for f in failures)
 
-    def table(counts) -> dict:
-        return {l: {**{s: counts[l].get(s, 0) for s in SPLITS},
-                    "total": sum(counts[l].get(s, 0) for s in SPLITS)} for l in labels}
+    def table(what: str) -> dict:
+        out = {}
+        for i, label in enumerate(labels):
+            per = {s: counts.get((what, i, s), 0) for s in SPLITS}
+            out[label] = {**per, "total": sum(per.values())}
+        return out
 
-    image_counts = {l: {s: len(ids) for s, ids in images[l].items()} for l in labels}
+    per_split = {s: counts.get(("images_total", s), 0) for s in SPLITS}
+    boxes = table("boxes")
     return {
         "labels": labels,
-        "boxes": table(boxes),
-        "images": table(image_counts),
-        "totals": {"boxes": sum(sum(c.values()) for c in boxes.values()),
-                   "images": sum(len(v) for v in all_images.values()),
-                   "images_per_split": {s: len(all_images[s]) for s in SPLITS},
-                   "failures": sum(by_reason.values())},
-        "failures_by_reason": dict(sorted(by_reason.items())),
+        "boxes": boxes,
+        "images": table("images"),
+        "totals": {"boxes": sum(b["total"] for b in boxes.values()),
+                   "images": sum(per_split.values()), "images_per_split": per_split,
+                   "failures": sum(failures_by_reason.values())},
+        "failures_by_reason": dict(sorted(failures_by_reason.items())),
         "notes": list(notes),
     }
 
@@ -240,34 +314,100 @@ def format_summary(summary: dict) -> str:
     out.append(f"total: {t['boxes']} boxes on {t['images']} images; {t['failures']} failure records")
     for reason, n in summary["failures_by_reason"].items():
         out.append(f"  {reason}: {n}")
+    for path, s in summary.get("scan", {}).items():
+        if not s["complete"]:
+            out.append(f"warning: the scan of {path} does not add up: {s}")
     out += [f"note: {n}" for n in summary["notes"]]
     return "\n".join(out)
 
 
-def _write_plan_files(plan: list[dict], failures: list[Failure], output_dir: str,
-                      labels: tuple[str, ...], notes: tuple[str, ...]) -> None:
-    """Write plan.parquet and failures.jsonl sorted by key, so reruns give the same bytes."""
-    plan = sorted(plan, key=lambda r: (r["image_id"], r["box_index"]))
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(plan, schema=PLAN_SCHEMA), sink, compression="zstd")
-    files.write_bytes(files.join_path(output_dir, PLAN_FILE), sink.getvalue())
-    failures = sorted(failures)
-    files.write_bytes(files.join_path(output_dir, FAILURES_FILE),
-                      "".join(f.to_json() + "\n" for f in failures).encode("utf-8"))
-    summary = summarize(plan, failures, labels, notes)
+class _WritePlanFile(beam.DoFn):
+    def __init__(self, output_dir: str, num_buckets: int):
+        self._output_dir, self._n = output_dir, num_buckets
+
+    def process(self, element):
+        bucket, plan = element
+        name = PLAN_FILES.format(bucket, self._n)
+        sink = io.BytesIO()
+        # Without dictionaries: zstd alone packs the repeated photo columns smaller, and
+        # twice as fast (measured on a 24K-row plan file: 38 ms, 1.4 MB vs 74 ms, 1.8 MB).
+        pq.write_table(plan.cast(PLAN_SCHEMA), sink, compression="zstd", use_dictionary=False)
+        files.write_bytes(files.join_path(self._output_dir, name), sink.getvalue())
+        yield name
+
+
+def _write_report(_, output_dir: str, counts: dict, failure_counts: dict,
+                  failure_slices: list, scanned: dict, written: list, labels, notes,
+                  tables) -> None:
+    failures.merge_failures(failure_slices, files.join_path(output_dir, FAILURES_FILE))
+    files.remove_tree(files.join_path(output_dir, PARTS_DIR))
+    summary = summarize(counts, failures.by_reason(failure_counts), labels, notes)
+    summary["scan"] = scan.scan_report(tables, scanned)
+    summary["plan_files"] = len(written)
     files.write_bytes(files.join_path(output_dir, SUMMARY_FILE),
                       json.dumps(summary, indent=2).encode("utf-8"))
 
 
 def build_pipeline(p: beam.Pipeline, config: PlanConfig, output_dir: str) -> None:
     """Add the plan stages and their outputs to a pipeline."""
-    tasks, failures = p | "Plan" >> PlanImages(config)
+    plan, failed, scanned = p | "Plan" >> PlanImages(
+        config, files.join_path(output_dir, PARTS_DIR, "batches"))
     ls = config.label_set
-    (tasks
-     | "PlanRows" >> beam.FlatMap(plan_rows)
-     | "CollectPlan" >> beam.combiners.ToList()
-     | "WritePlanFiles" >> beam.Map(_write_plan_files, beam.pvalue.AsList(failures),
-                                    output_dir, ls.labels, ls.notes))
+    written = plan | "WritePlanFiles" >> beam.ParDo(_WritePlanFile(output_dir,
+                                                                    config.num_buckets))
+    counts = (plan
+              | "PlanCounts" >> beam.Map(plan_counts)
+              | "SumPlanCounts" >> beam.CombineGlobally(failures.SumCounts()))
+    failure_counts = failed | "CountFailures" >> failures.CountFailures()
+    slices = failed | "FailureRuns" >> beam.ParDo(
+        failures.WriteFailureRuns(files.join_path(output_dir, PARTS_DIR, "failures")))
+    (p
+     | "Once" >> beam.Create([None])
+     | "WriteReport" >> beam.Map(
+         _write_report, output_dir, beam.pvalue.AsSingleton(counts),
+         beam.pvalue.AsSingleton(failure_counts), beam.pvalue.AsList(slices),
+         beam.pvalue.AsDict(scanned), beam.pvalue.AsList(written), ls.labels, ls.notes,
+         config.box_tables + config.image_tables))
+
+
+def plan_files(plan_dir: str) -> list[str]:
+    """The plan files of a plan folder, in order.
+
+    Raises:
+      FileNotFoundError: no plan there, or some of its files are missing.
+    """
+    names = sorted(n for n in os.listdir(plan_dir) if _PLAN_FILE_RE.match(n)) if \
+        os.path.isdir(plan_dir) else []
+    if not names:
+        raise FileNotFoundError(f"{plan_dir} holds no plan (plan-NNNNN-of-MMMMM.parquet); "
+                                f"run `open-sandwiches plan --output_dir {plan_dir}` first")
+    total = int(_PLAN_FILE_RE.match(names[0]).group(2))
+    if len(names) != total or any(int(_PLAN_FILE_RE.match(n).group(2)) != total for n in names):
+        raise FileNotFoundError(f"{plan_dir}: the plan is incomplete ({len(names)} of "
+                                f"{total} files); run plan again")
+    return [os.path.join(plan_dir, n) for n in names]
+
+
+def read_plan(plan_dir: str, columns: list[str] | None = None) -> pa.Table:
+    """Every row of a plan, in file order."""
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in plan_files(plan_dir)])
+
+
+def read_failures(folder: str) -> list[dict]:
+    """The failure records of a plan or dataset folder."""
+    with open(os.path.join(folder, FAILURES_FILE), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def clear_outputs(output_dir: str) -> None:
+    """Remove an earlier plan's files, so a plan with fewer buckets leaves no stale ones."""
+    if files.is_remote(output_dir):
+        return  # object stores: the next plan overwrites by name; readers check the count
+    for path in glob.glob(os.path.join(output_dir, "plan-*-of-*.parquet")) + [
+            os.path.join(output_dir, FAILURES_FILE), os.path.join(output_dir, SUMMARY_FILE)]:
+        if os.path.isfile(path):
+            os.remove(path)
+    files.remove_tree(os.path.join(output_dir, PARTS_DIR))
 
 
 def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, PlanConfig, str]:
@@ -282,6 +422,7 @@ def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, Plan
 
 def execute(opts: options.OpenSandwichesOptions, config: PlanConfig, output_dir: str) -> dict:
     """Run the plan pipeline; return the summary, with the run's counters added to it."""
+    clear_outputs(output_dir)
     with beam.Pipeline(options=opts) as p:
         build_pipeline(p, config, output_dir)
     summary_path = files.join_path(output_dir, SUMMARY_FILE)
@@ -313,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s", note)
     summary = execute(opts, config, output_dir)
     print(format_summary(summary))
-    print(f"\nwrote {files.join_path(output_dir, PLAN_FILE)}, {FAILURES_FILE}, {SUMMARY_FILE}")
+    print(f"\nwrote {summary['plan_files']} plan files "
+          f"({PLAN_FILES.format(0, summary['plan_files'])}, ...), {FAILURES_FILE}, "
+          f"{SUMMARY_FILE} in {output_dir}")
     return 0
 
 

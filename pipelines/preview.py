@@ -181,7 +181,7 @@ def dataset_previews(dataset_dir: str, cache_dir: str, per_class: int = 4) -> li
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="open-sandwiches preview", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", help="a plan folder (with plan.parquet)")
+    p.add_argument("--plan", help="a plan folder (with plan-*.parquet)")
     p.add_argument("--dataset", help="a dataset folder (<output_dir>/<name>/<version>)")
     p.add_argument("--cache_dir", default=fetch.default_cache_dir())
     p.add_argument("--per_class", type=int, default=4)
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give exactly one of --plan DIR or --dataset DIR", file=sys.stderr)
         return 2
     if args.plan:
-        import pyarrow.parquet as pq
-        rows = pq.read_table(os.path.join(args.plan, "plan.parquet")).to_pylist()
+        from pipelines import plan
+        rows = plan.read_plan(args.plan).to_pylist()
         out = args.output or os.path.join(args.plan, "photos.png")
         n = photo_grid(rows, args.cache_dir, args.per_class, out)
         print(f"wrote {out} ({n} photos found in {args.cache_dir})")

@@ -1,28 +1,28 @@
-"""From filtered pyarrow tables to Boxes and ImageRows: validation and the user's filters.
+"""From parsed table rows to the plan's batches: validation and the user's filters, vectorised.
 
-Pure functions over pyarrow tables; the scan DoFns call them once per byte range. All
-checks are vectorised, and only rows that survive (or fail) become Python objects.
+Pure functions over pyarrow tables; the scan DoFns call them once per byte range, and no
+row becomes a Python object unless it fails (its failure record quotes it).
 
 Bad values become failure records with a reason, never exceptions: NaN or out-of-range
-coordinates, XMin >= XMax, Is* flags other than -1/0/1, ImageIDs that are not 16 hex digits
-(an ImageID later names a cache file, so `../../etc` must never get that far).
+coordinates, XMin >= XMax, Is* flags other than -1/0/1, ImageIDs that are not 16 lowercase
+hex digits (an ImageID later names a cache file, so `../../etc` must never get that far).
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import io
-from typing import Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines import keys
 from schemas import openimages
-from schemas.records import (REASON_BAD_BOX, REASON_BAD_IMAGE_ID, STAGE_SCAN_BOXES, Box,
-                             Failure, ImageRow)
+from schemas.records import (BOX_BATCH, FAILURE_SCHEMA, IMAGE_BATCH, REASON_BAD_BOX,
+                             REASON_BAD_IMAGE_ID, STAGE_SCAN_BOXES, ImageRow)
 
 FLAG_MODES = ("include", "exclude", "only")
-IMAGE_ID_PATTERN = r"^[0-9a-f]{16}$"
 # Coordinates written by pandas round-trips carry 1-ulp noise (1.0000000000000002).
 _COORD_TOLERANCE = 1e-6
 
@@ -31,6 +31,9 @@ _FLAG_FIELDS = dict(zip(openimages.IS_FLAGS, ("is_occluded", "is_truncated", "is
                                                "is_depiction", "is_inside")))
 # Why a valid box was left out by the user's filters (not failures: the user asked for it).
 FILTER_REASONS = tuple(f"filtered_{f}" for f in _FLAG_FIELDS.values()) + ("filtered_min_box_size",)
+_ROTATIONS = (0, 90, 180, 270)
+_IMAGE_FIELDS = dict(zip(openimages.variant_by_name("images_12").columns,
+                         [f.name for f in IMAGE_BATCH][:12]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,130 +58,121 @@ class BoxFilters:
             raise ValueError("--min_box_size is a fraction of the image side, in [0, 1)")
 
 
-def _valid_coord(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    col = pc.cast(col, pa.float64())
-    finite = pc.and_kleene(pc.is_valid(col), pc.invert(pc.is_nan(col)))
-    in_range = pc.and_(pc.greater_equal(col, -_COORD_TOLERANCE),
-                       pc.less_equal(col, 1.0 + _COORD_TOLERANCE))
-    return pc.fill_null(pc.and_kleene(finite, in_range), False)
+def _valid_coord(col: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return (col >= -_COORD_TOLERANCE) & (col <= 1.0 + _COORD_TOLERANCE)  # False for NaN
 
 
-def _box_problems(t: pa.Table) -> list[str]:
-    """For each row: '' if valid, else the reason code (validation, not the user's filters)."""
-    id_ok = pc.fill_null(pc.match_substring_regex(t["ImageID"], IMAGE_ID_PATTERN), False)
-    coords_ok = pc.and_(pc.and_(_valid_coord(t["XMin"]), _valid_coord(t["XMax"])),
-                        pc.and_(_valid_coord(t["YMin"]), _valid_coord(t["YMax"])))
-    ordered = pc.fill_null(pc.and_(pc.less(t["XMin"], t["XMax"]), pc.less(t["YMin"], t["YMax"])),
-                           False)
-    flags_ok = pa.chunked_array([pa.array([True] * t.num_rows)])
-    for flag in openimages.IS_FLAGS:
-        ok = pc.fill_null(pc.is_in(t[flag], value_set=pa.array([-1, 0, 1], pa.int8())), False)
-        flags_ok = pc.and_(flags_ok, ok)
-    box_ok = pc.and_(pc.and_(coords_ok, ordered), flags_ok)
-    return [("" if b else REASON_BAD_BOX) if i else REASON_BAD_IMAGE_ID
-            for i, b in zip(id_ok.to_pylist(), box_ok.to_pylist())]
+def _numbers(t: pa.Table, name: str, dtype, fill) -> np.ndarray:
+    return np.asarray(pc.fill_null(t[name], fill).to_numpy(), dtype)
 
 
-def _clamp(x: float) -> float:
-    return min(max(x, 0.0), 1.0)
+def _clamp(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0.0), 1.0) as Python computes it, -0.0 included."""
+    return np.where(x < 0.0, 0.0, np.where(x > 1.0, 1.0, x))
 
 
-def select_boxes(t: pa.Table, mid_to_index: Mapping[str, int], labels: tuple[str, ...],
-                 filters: BoxFilters) -> tuple[list[tuple[str, Box]], list[Failure], dict[str, int]]:
+def box_batch(t: pa.Table, mids: tuple[str, ...], mid_to_index: dict[str, int],
+              filters: BoxFilters) -> tuple[pa.Table, pa.Table, dict[str, int]]:
     """Validate and filter box rows already restricted to the selected MIDs.
 
     Args:
       t: rows with BOX_COLUMNS whose LabelName is selected.
+      mids: the selected MIDs, sorted (a box's `mid_index` is its place here).
       mid_to_index: selected MID -> label index.
-      labels: label display names.
       filters: the user's Is* and size filters.
 
     Returns:
-      ((ImageID, Box) pairs, failure records, counts of rows dropped by each filter).
+      (BOX_BATCH of the boxes kept, FAILURE_SCHEMA batch, rows dropped by each filter).
     """
     counts: dict[str, int] = collections.Counter()
     if t.num_rows == 0:
-        return [], [], counts
-    problems = _box_problems(t)
-    rows = t.to_pylist()
-    keep = []
-    failures = []
-    for row, problem in zip(rows, problems):
-        if problem:
-            failures.append(Failure(
-                STAGE_SCAN_BOXES, row["ImageID"] if problem != REASON_BAD_IMAGE_ID else "", -1,
-                "", problem, "row " + ",".join(str(row[c]) for c in BOX_COLUMNS)[:400],
-                row["LabelName"]))
-            continue
-        dropped = _filtered_by(row, filters)
-        if dropped:
-            counts[dropped] += 1
-            continue
-        index = mid_to_index[row["LabelName"]]
-        keep.append((row["ImageID"], Box(
-            mid=row["LabelName"], xmin=_clamp(row["XMin"]), xmax=_clamp(row["XMax"]),
-            ymin=_clamp(row["YMin"]), ymax=_clamp(row["YMax"]),
-            is_occluded=row["IsOccluded"], is_truncated=row["IsTruncated"],
-            is_group_of=row["IsGroupOf"], is_depiction=row["IsDepiction"],
-            is_inside=row["IsInside"], label=labels[index], label_index=index)))
-    return keep, failures, counts
+        return BOX_BATCH.empty_table(), FAILURE_SCHEMA.empty_table(), counts
+    image_ids, id_ok = keys.image_ids_to_u64(t["ImageID"])
+    coords = {c: _numbers(t, c, np.float64, np.nan) for c in ("XMin", "XMax", "YMin", "YMax")}
+    flags = {f: _numbers(t, f, np.int64, 99) for f in openimages.IS_FLAGS}
+    box_ok = np.ones(t.num_rows, bool)
+    for c in coords.values():
+        box_ok &= _valid_coord(c)
+    box_ok &= (coords["XMin"] < coords["XMax"]) & (coords["YMin"] < coords["YMax"])
+    for f in flags.values():
+        box_ok &= (f >= -1) & (f <= 1)
+    failures = _box_failures(t, ~id_ok, ~box_ok & id_ok)
+    valid = id_ok & box_ok
 
-
-def _filtered_by(row: dict, filters: BoxFilters) -> str:
-    """The name of the first user filter that drops this row, or ''."""
-    for flag, field in _FLAG_FIELDS.items():
+    dropped = np.full(t.num_rows, -1)
+    for reason, (flag, field) in enumerate(_FLAG_FIELDS.items()):
         mode = getattr(filters, field)
-        if mode == "exclude" and row[flag] == 1:
-            return f"filtered_{field}"
-        if mode == "only" and row[flag] != 1:
-            return f"filtered_{field}"
-    if filters.min_box_size > 0 and (
-            row["XMax"] - row["XMin"] < filters.min_box_size
-            or row["YMax"] - row["YMin"] < filters.min_box_size):
-        return "filtered_min_box_size"
-    return ""
+        if mode == "exclude":
+            dropped[(dropped < 0) & (flags[flag] == 1)] = reason
+        elif mode == "only":
+            dropped[(dropped < 0) & (flags[flag] != 1)] = reason
+    if filters.min_box_size > 0:
+        small = ((coords["XMax"] - coords["XMin"] < filters.min_box_size)
+                 | (coords["YMax"] - coords["YMin"] < filters.min_box_size))
+        dropped[(dropped < 0) & small] = len(FILTER_REASONS) - 1
+    for reason, n in zip(*np.unique(dropped[valid & (dropped >= 0)], return_counts=True)):
+        counts[FILTER_REASONS[reason]] = int(n)
+    keep = valid & (dropped < 0)
+
+    mid_index = np.asarray(pc.index_in(t["LabelName"], value_set=pa.array(mids)).to_numpy(
+        zero_copy_only=False), np.int16)[keep]
+    label_of_mid = np.array([mid_to_index[m] for m in mids], np.int16)
+    columns = {"image_id": image_ids[keep], "mid_index": mid_index,
+               "label_index": label_of_mid[mid_index]}
+    for c, name in zip(("XMin", "XMax", "YMin", "YMax"), ("xmin", "xmax", "ymin", "ymax")):
+        columns[name] = _clamp(coords[c][keep])
+    for flag, field in _FLAG_FIELDS.items():
+        columns[field] = flags[flag][keep].astype(np.int8)
+    return pa.Table.from_pydict(columns, schema=BOX_BATCH), failures, counts
 
 
-_ROTATIONS = (0, 90, 180, 270)
+def _box_failures(t: pa.Table, bad_id: np.ndarray, bad_box: np.ndarray) -> pa.Table:
+    """Failure records for rows with a bad ImageID or a bad box, quoting each row."""
+    rows = t.filter(pa.array(bad_id | bad_box)).select(list(BOX_COLUMNS)).to_pylist()
+    which = bad_id[bad_id | bad_box]
+    return pa.Table.from_pylist([{
+        "stage": STAGE_SCAN_BOXES, "image_id": "" if is_bad_id else row["ImageID"],
+        "box_index": -1, "url": "", "reason": REASON_BAD_IMAGE_ID if is_bad_id else REASON_BAD_BOX,
+        "detail": "row " + ",".join(str(row[c]) for c in BOX_COLUMNS)[:400],
+        "mid": row["LabelName"]} for row, is_bad_id in zip(rows, which)], schema=FAILURE_SCHEMA)
+
+
+def image_batch(t: pa.Table) -> pa.Table:
+    """Image-table rows (already restricted to wanted photos, with csvscan's `problem`
+    column) as an IMAGE_BATCH. A Rotation other than 0/90/180/270 (or empty) is a problem,
+    which the join turns into failure records for the photo's boxes."""
+    ids, _ = keys.image_ids_to_u64(t["ImageID"])
+    rotation = t["Rotation"] if "Rotation" in t.column_names else pa.nulls(t.num_rows, pa.float32())
+    rot = np.asarray(pc.fill_null(rotation, 0.0).to_numpy(), np.float64)
+    odd = np.asarray(rotation.is_valid(), bool) & ~np.isin(rot, _ROTATIONS)
+    problems = t["problem"].to_pylist()
+    for i in np.flatnonzero(odd):
+        value = rotation[int(i)].as_py()
+        problems[i] = problems[i] or f"Rotation {value!r} is not one of 0, 90, 180, 270"
+    columns = {"image_id": ids}
+    for column, field in _IMAGE_FIELDS.items():
+        if field in ("image_id", "rotation"):
+            continue
+        columns[field] = t[column] if column in t.column_names else pa.array(
+            [""] * t.num_rows)
+    columns["rotation"] = pc.if_else(pa.array(odd), None, pc.cast(rotation, pa.int16(),
+                                                                    safe=False))
+    columns["problem"] = pa.array(problems, pa.string())
+    return pa.table(columns).cast(IMAGE_BATCH)
 
 
 def load_image_rows(path: str) -> list[ImageRow]:
     """A whole (small) image table as ImageRows, converted exactly as the scan converts
     them: for tests, benchmarks and tools that need the rows without a pipeline."""
-    import pyarrow.csv as pacsv
-
     from pipelines import csvscan, files
-    layout = csvscan.open_table(path, openimages.IMAGES).layout
-    table = pacsv.read_csv(
-        io.BytesIO(files.read_bytes(path)),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(column_types=layout.arrow_types(),
-                                             strings_can_be_null=False,
-                                             quoted_strings_can_be_null=False))
-    return [row for _, row in image_rows(table)]
-
-
-def image_rows(t: pa.Table) -> list[tuple[str, ImageRow]]:
-    """Turn image-table rows (already restricted to wanted ImageIDs) into ImageRows.
-
-    A Rotation other than 0/90/180/270 (or empty) marks the row with a `problem`, which the
-    join turns into failure records for its boxes.
-    """
+    table = csvscan.open_table(path, openimages.IMAGES)
     out = []
-    for row in t.to_pylist():
-        rotation = row.get("Rotation")
-        problem = ""
-        if rotation is not None:
-            if rotation != rotation or rotation not in _ROTATIONS:  # NaN or odd angle
-                problem = f"Rotation {rotation!r} is not one of 0, 90, 180, 270"
-                rotation = None
-            else:
-                rotation = int(rotation)
-        out.append((row["ImageID"], ImageRow(
-            image_id=row["ImageID"], subset=row["Subset"], original_url=row["OriginalURL"],
-            landing_url=row["OriginalLandingURL"], license=row["License"],
-            author_profile_url=row["AuthorProfileURL"], author=row["Author"],
-            title=row["Title"], original_size=row["OriginalSize"],
-            original_md5=row["OriginalMD5"], thumbnail_url=row["Thumbnail300KURL"],
-            rotation=rotation, problem=problem)))
+    with io.BytesIO(files.read_bytes(path)) as f:
+        for _, offset, data in csvscan.aligned_ranges(f, table, max(table.size, 1)):
+            parsed, _ = csvscan.parse_images(data, table, offset, csvscan.all_image_ids(data))
+            for row, image_id in zip(image_batch(parsed).to_pylist(),
+                                     parsed["ImageID"].to_pylist()):
+                row["image_id"] = image_id
+                out.append(ImageRow(**row))
     return out

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import re
+import struct
 import time
 
 import apache_beam as beam
@@ -27,13 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from pipelines import files, tfrecord
+from pipelines import failures, files, runs, tfrecord
 from pipelines.progress import Progress
 from schemas import examples
-from schemas.records import STAGE_CROP, STAGE_FETCH, Crop, Failure
+from schemas.records import Crop
 
 MANIFEST_FILE = "manifest.parquet"
-FAILURES_FILE = "failures.jsonl"
+FAILURES_FILE = failures.FAILURES_FILE
 ATTRIBUTION_FILE = "ATTRIBUTION.md"
 REPORT_FILE = "build_report.json"
 COMPLETED_FILE = "COMPLETED"
@@ -62,8 +63,16 @@ class DatasetLayout:
 
     @property
     def parts_dir(self) -> str:
-        """Scratch space for per-shard manifest parts, beside (not inside) the dataset."""
+        """Scratch space beside (not inside) the dataset: runs, spilled batches, manifest
+        parts. Removed when the dataset is finalised, and by the next build if killed."""
         return files.join_path(self.output_dir, self.name, f".{self.version}.parts")
+
+    @property
+    def runs_dir(self) -> str:
+        return files.join_path(self.parts_dir, "runs")
+
+    def manifest_part(self, split: str, shard: int) -> str:
+        return files.join_path(self.parts_dir, "manifest", f"{split}-{shard:05d}.parquet")
 
     def shard_file(self, split: str, shard: int, num_shards: int) -> str:
         return examples.shard_file(self.name, split, shard, num_shards)
@@ -85,17 +94,6 @@ def shard_of(key: tuple[str, int], num_shards: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Record:
-    """A serialised example on its way to its shard."""
-
-    key: tuple[str, int]
-    split: str
-    data: bytes
-    crop_meta: Crop  # the crop without its JPEG (kept for the manifest)
-    jpeg_sha256: str
-
-
-@dataclasses.dataclass(frozen=True)
 class ShardInfo:
     split: str
     shard: int
@@ -106,9 +104,31 @@ class ShardInfo:
     labels: tuple[tuple[str, int], ...] = ()  # (label, examples) in this shard
 
 
-class _Serialize(beam.DoFn):
-    def __init__(self, labels: tuple[str, ...]):
-        self._labels = labels
+EXAMPLES, ATTRIBUTION = "examples", "attribution"
+_LENGTH = struct.Struct(">I")
+
+
+def example_key(image_id: str, box_index: int) -> bytes:
+    """An example's run key: bytes in (image_id, box_index) order (ImageIDs are 16 hex)."""
+    return image_id.encode("ascii") + box_index.to_bytes(4, "big")
+
+
+def pack_example(framed: bytes, manifest_row: dict) -> bytes:
+    return _LENGTH.pack(len(framed)) + framed + json.dumps(manifest_row).encode("utf-8")
+
+
+def unpack_example(value: bytes) -> tuple[memoryview, dict]:
+    (n,) = _LENGTH.unpack_from(value)
+    return memoryview(value)[4:4 + n], json.loads(value[4 + n:])
+
+
+class _SerializeToRuns(beam.DoFn):
+    """Crop -> a serialised, framed example in this bundle's sorted runs, plus the photo's
+    attribution; emits the runs' slices. Examples go to partition (split, shard) when the
+    shard count is fixed, else to (split,), to be sharded once the split's size is known."""
+
+    def __init__(self, layout: DatasetLayout, labels: tuple[str, ...], num_shards: int):
+        self._layout, self._labels, self._num_shards = layout, labels, num_shards
         self._bytes = Metrics.counter("write", "example_bytes")
         self._busy_us = Metrics.distribution("timing", "serialize_us")
 
@@ -116,18 +136,49 @@ class _Serialize(beam.DoFn):
         self._serializer = examples.Serializer(self._labels)  # imports TensorFlow
         self._progress = Progress("crops serialized")
 
+    def start_bundle(self):
+        self._runs = runs.RunWriter(self._layout.runs_dir)
+
     def process(self, crop: Crop):
         start = time.perf_counter()
         data = self._serializer(crop)
+        row = examples.manifest_row(crop, "", hashlib.sha256(crop.jpeg).hexdigest())
+        part = ((crop.split, shard_of(crop.key, self._num_shards)) if self._num_shards
+                else (crop.split,))
+        out = self._runs.add(part, example_key(*crop.key),
+                             pack_example(tfrecord.frame(data), row), len(data))
+        img = crop.image
+        out += self._runs.add((ATTRIBUTION,), img.image_id.encode("ascii"), json.dumps(
+            [img.title, img.author, img.license, img.landing_url]).encode("utf-8"))
         self._busy_us.update(int((time.perf_counter() - start) * 1e6))
         self._bytes.inc(len(data))
         self._progress.add(crops=1, bytes=len(data))
-        yield Record(crop.key, crop.split, data, dataclasses.replace(crop, jpeg=b""),
-                     hashlib.sha256(crop.jpeg).hexdigest())
+        yield from out
+
+    def finish_bundle(self):
+        yield from runs.windowed(self._runs.flush())
 
 
-class _WriteShard(beam.DoFn):
-    """((split, shard), records) -> one shard file (temp name, then rename) + manifest part."""
+class _Reshard(beam.DoFn):
+    """One run's slice of a split -> the same examples in a new run, by (split, shard),
+    now that the split's shard count is known. A slice is at most a run (64 MiB)."""
+
+    def __init__(self, layout: DatasetLayout):
+        self._layout = layout
+
+    def process(self, s: runs.RunSlice, num_shards: dict):
+        split = s.partition[0]
+        n = num_shards[split]
+        writer = runs.RunWriter(self._layout.runs_dir, limit_bytes=1 << 62)
+        for key, value in runs.read_slice(s):
+            shard = shard_of((key[:16].decode("ascii"), int.from_bytes(key[16:], "big")), n)
+            writer.add((split, shard), key, value, len(unpack_example(value)[0]) - 16)
+        yield from writer.flush()
+
+
+class _MergeShard(beam.DoFn):
+    """((split, shard), slices) -> the shard file, streamed from every run in key order
+    (temp name, then rename), and its manifest part. Memory: a read buffer per run."""
 
     def __init__(self, layout: DatasetLayout):
         self._layout = layout
@@ -136,33 +187,38 @@ class _WriteShard(beam.DoFn):
         self._busy_ms = Metrics.distribution("timing", "write_shard_ms")
 
     def process(self, element, num_shards: dict):
-        (split, shard), records = element
+        (split, shard), slices = element
         start = time.perf_counter()
-        records = sorted(records, key=lambda r: r.key)
         n = num_shards[split]
         name = self._layout.shard_file(split, shard, n)
-        digest = hashlib.sha256()
+        digest, count, num_bytes, rows = hashlib.sha256(), 0, 0, []
         with files.open_for_write(self._layout.path(name)) as f:
-            for r in records:
-                framed = tfrecord.frame(r.data)
+            for _, value in runs.merge(slices):
+                framed, row = unpack_example(value)
                 digest.update(framed)
                 f.write(framed)
-        num_bytes = sum(len(r.data) + 16 for r in records)
-        rows = [examples.manifest_row(r.crop_meta, name, r.jpeg_sha256) for r in records]
+                count += 1
+                num_bytes += len(framed)
+                rows.append({**row, "shard": name})
         sink = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=examples.MANIFEST_SCHEMA), sink)
-        files.write_bytes(files.join_path(self._layout.parts_dir, f"{split}-{shard:05d}.parquet"),
-                          sink.getvalue())
+        files.write_bytes(self._layout.manifest_part(split, shard), sink.getvalue())
         self._shards.inc()
-        self._examples.inc(len(records))
+        self._examples.inc(count)
         self._busy_ms.update(int((time.perf_counter() - start) * 1000))
-        labels = collections.Counter(r.crop_meta.box.label for r in records)
-        yield ShardInfo(split, shard, n, len(records), num_bytes, digest.hexdigest(),
+        labels = collections.Counter(r["label"] for r in rows)
+        yield ShardInfo(split, shard, n, count, num_bytes, digest.hexdigest(),
                         tuple(sorted(labels.items())))
 
 
 class WriteDataset(beam.PTransform):
-    """Serialise crops and write them as deterministic TFDS shards.
+    """Serialise crops and write them as deterministic TFDS shards, in bounded memory.
+
+    No shuffle carries example bytes: each bundle writes its examples into sorted runs
+    (pipelines/runs.py), only run slices go through the GroupByKey, and one merge per
+    shard streams its slices into the shard file in key order. A shard's bytes are the
+    same as when every example was held in memory and sorted: shard = hash of the key
+    (`shard_of`), examples in key order, framed as TFRecords.
 
     Args:
       layout: output folder, dataset name and version.
@@ -171,7 +227,8 @@ class WriteDataset(beam.PTransform):
       num_shards: a fixed shard count per split (0: from shard_size_bytes).
 
     Returns:
-      PCollection of ShardInfo, one per non-empty shard.
+      (PCollection of ShardInfo, one per non-empty shard; PCollection of the RunSlices
+      of photo attributions, for `finalize`).
     """
 
     def __init__(self, layout: DatasetLayout, labels, shard_size_bytes: int, num_shards: int = 0):
@@ -180,30 +237,40 @@ class WriteDataset(beam.PTransform):
         self._shard_size, self._num_shards = shard_size_bytes, num_shards
 
     def expand(self, crops):
-        records = crops | "Serialize" >> beam.ParDo(_Serialize(self._labels))
+        slices = crops | "Serialize" >> beam.ParDo(
+            _SerializeToRuns(self._layout, self._labels, self._num_shards))
+        attribution = slices | "Attribution" >> beam.Filter(lambda s: s.partition == (ATTRIBUTION,))
+        example_slices = slices | "Examples" >> beam.Filter(lambda s: s.partition != (ATTRIBUTION,))
         fixed, size = self._num_shards, self._shard_size
-        num_shards = (records
-                      | "BytesPerSplit" >> beam.Map(lambda r: (r.split, len(r.data)))
+        num_shards = (example_slices
+                      | "BytesPerSplit" >> beam.Map(lambda s: (s.partition[0], s.size))
                       | "SumPerSplit" >> beam.CombinePerKey(sum)
                       | "ShardsPerSplit" >> beam.MapTuple(
                           lambda split, total: (split, fixed or max(1, math.ceil(total / size)))))
-        return (records
-                | "AssignShard" >> beam.Map(
-                    lambda r, n: ((r.split, shard_of(r.key, n[r.split])), r),
-                    beam.pvalue.AsDict(num_shards))
-                | "GroupShards" >> beam.GroupByKey()
-                | "WriteShards" >> beam.ParDo(_WriteShard(self._layout),
-                                              beam.pvalue.AsDict(num_shards)))
+        if not fixed:
+            example_slices = example_slices | "Reshard" >> beam.ParDo(
+                _Reshard(self._layout), beam.pvalue.AsDict(num_shards))
+        shards = (example_slices
+                  | "KeyByShard" >> beam.Map(lambda s: (s.partition, s))
+                  | "GroupShards" >> beam.GroupByKey()
+                  | "MergeShards" >> beam.ParDo(_MergeShard(self._layout),
+                                                beam.pvalue.AsDict(num_shards)))
+        return shards, attribution
 
 
-def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo], failures: list[Failure],
-             planned_boxes: int) -> dict:
+def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
+             failure_slices: list[runs.RunSlice], attribution_slices: list[runs.RunSlice],
+             failure_counts: dict, planned_boxes: int) -> dict:
     """Write everything beside the shards once they all exist; return the dataset's counts.
 
     Fills in empty shard files (a hash can leave a shard empty), writes dataset_info.json
     and features.json through tfds.folder_dataset.write_metadata with split infos from the
-    writers' own counts (so nothing is read back), merges the manifest parts in shard
-    order, and writes failures.jsonl (sorted) and ATTRIBUTION.md.
+    writers' own counts (so nothing is read back), and streams the manifest parts (in
+    shard order), the failure runs (in record order) and the attribution runs (one line
+    per photo, in ImageID order) into their files: memory stays a buffer per part or run.
+
+    Args:
+      failure_counts: totals of failures.count_failures.
     """
     import tensorflow_datasets as tfds
 
@@ -225,25 +292,21 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo], failures: l
             data_dir=layout.dir, features=examples.features(labels), split_infos=split_infos,
             check_data=False, supervised_keys=(examples.IMAGE, examples.LABEL),
             description=f"Open Images crops of {', '.join(labels)}, built by open-sandwiches.")
-    attribution = _merge_manifest(layout, by_split)
-    failures = sorted(failures)
-    files.write_bytes(layout.path(FAILURES_FILE),
-                      "".join(f.to_json() + "\n" for f in failures).encode("utf-8"))
-    files.write_bytes(layout.path(ATTRIBUTION_FILE), _attribution_md(attribution).encode("utf-8"))
+    _merge_manifest(layout, by_split)
+    failures.merge_failures(failure_slices, layout.path(FAILURES_FILE))
+    _write_attribution(attribution_slices, layout.path(ATTRIBUTION_FILE))
+    files.remove_tree(layout.parts_dir)
     counts = {label: {split: 0 for split in examples.SPLIT_ORDER} for label in labels}
     for info in shards:
         for label, n in info.labels:
             counts[label][info.split] += n
     n_examples = sum(i.count for i in shards)
-    # Boxes of planned tasks end as an example or a fetch/crop failure; scan and join
-    # failures concern boxes that never became part of a task.
-    after_plan = sum(1 for f in failures if f.mid and f.stage in (STAGE_FETCH, STAGE_CROP))
+    after_plan = failure_counts.get(failures.AFTER_PLAN, 0)
     return {
         "examples": {label: {**c, "total": sum(c.values())} for label, c in counts.items()},
         "splits": {s.name: {"examples": sum(s.shard_lengths), "shards": len(s.shard_lengths),
                             "bytes": int(s.num_bytes)} for s in split_infos},
-        "failures_by_stage_and_reason": dict(sorted(collections.Counter(
-            f"{f.stage}/{f.reason}" for f in failures).items())),
+        "failures_by_stage_and_reason": failures.by_reason(failure_counts),
         "invariant": {"planned_boxes": planned_boxes, "examples": n_examples,
                       "fetch_and_crop_failures": after_plan,
                       "lost": planned_boxes - n_examples - after_plan},
@@ -257,38 +320,39 @@ def _split_order(split: str) -> tuple[int, str]:
     return (order.index(split) if split in order else len(order), split)
 
 
-def _merge_manifest(layout: DatasetLayout, by_split) -> dict[str, tuple[str, str, str, str]]:
-    """Concatenate manifest parts (split order, then shard) into one file; return the
-    photos' attribution, image_id -> (title, author, license, landing_url)."""
-    attribution: dict[str, tuple[str, str, str, str]] = {}
-    sink = io.BytesIO()
-    with pq.ParquetWriter(sink, examples.MANIFEST_SCHEMA, compression="zstd") as writer:
+def _merge_manifest(layout: DatasetLayout, by_split) -> None:
+    """Stream the manifest parts (split order, then shard) into one file."""
+    with files.open_for_write(layout.path(MANIFEST_FILE)) as f, \
+            pq.ParquetWriter(f, examples.MANIFEST_SCHEMA, compression="zstd") as writer:
         for split in sorted(by_split, key=_split_order):
             for shard in sorted(by_split[split]):
-                part = files.join_path(layout.parts_dir, f"{split}-{shard:05d}.parquet")
-                table = pq.read_table(io.BytesIO(files.read_bytes(part)))
-                writer.write_table(table)
-                for row in table.select(["image_id", "title", "author", "license",
-                                         "landing_url"]).to_pylist():
-                    attribution[row["image_id"]] = (row["title"], row["author"],
-                                                    row["license"], row["landing_url"])
-    files.write_bytes(layout.path(MANIFEST_FILE), sink.getvalue())
-    files.remove_tree(layout.parts_dir)
-    return attribution
+                part = layout.manifest_part(split, shard)
+                writer.write_table(pq.read_table(io.BytesIO(files.read_bytes(part))))
 
 
-def _attribution_md(photos: dict[str, tuple[str, str, str, str]]) -> str:
-    lines = ["# Attribution", "",
-             "The images in this dataset are crops of photographs from Open Images "
-             "(https://storage.googleapis.com/openimages/web/index.html), each under the "
-             "licence named below (mostly CC BY 2.0). The licences require crediting the "
-             "author and naming the licence when you share the images or the dataset.", "",
-             "| ImageID | Title | Author | Licence | Source |", "|---|---|---|---|---|"]
+_ATTRIBUTION_HEAD = (
+    "# Attribution\n\n"
+    "The images in this dataset are crops of photographs from Open Images "
+    "(https://storage.googleapis.com/openimages/web/index.html), each under the "
+    "licence named below (mostly CC BY 2.0). The licences require crediting the "
+    "author and naming the licence when you share the images or the dataset.\n\n"
+    "| ImageID | Title | Author | Licence | Source |\n|---|---|---|---|---|\n")
+
+
+def _write_attribution(slices: list[runs.RunSlice], path: str) -> None:
+    """ATTRIBUTION.md: one row per photo with an example, in ImageID order, streamed from
+    the attribution runs (every crop of a photo wrote the same entry)."""
     esc = lambda s: (s or "").replace("|", "\\|").replace("\n", " ")
-    for image_id in sorted(photos):
-        title, author, license_, landing = photos[image_id]
-        lines.append(f"| {image_id} | {esc(title)} | {esc(author)} | {esc(license_)} | {esc(landing)} |")
-    return "\n".join(lines) + "\n"
+    with files.open_for_write(path) as f:
+        f.write(_ATTRIBUTION_HEAD.encode("utf-8"))
+        last = None
+        for key, value in runs.merge(slices):
+            if key == last:
+                continue
+            last = key
+            title, author, license_, landing = json.loads(value)
+            f.write(f"| {key.decode('ascii')} | {esc(title)} | {esc(author)} | "
+                    f"{esc(license_)} | {esc(landing)} |\n".encode("utf-8"))
 
 
 def check_destination(layout: DatasetLayout, overwrite: bool) -> None:

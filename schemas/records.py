@@ -1,15 +1,18 @@
 """Records that flow between stages, and the files that hold them.
 
-`Box` and `ImageTask` are what the scan-and-join stage produces and the fetch/crop stages
-consume. `Failure` is the one shape of every failure record, in every stage: the project's
-invariant (every selected box ends as exactly one example or exactly one failure) is checked
-by counting these. `PLAN_SCHEMA` is the column contract of `plan.parquet`.
+The plan moves in Arrow batches, never one Python object per row: `BOX_BATCH` (scan ->
+join), `IMAGE_BATCH` (scan -> join) and `PLAN_SCHEMA` (join -> plan files and the build),
+with `FAILURE_SCHEMA` batches beside them. Only where a photo is fetched does a plan batch
+become one `ImageTask` per photo (`Box`es and an `ImageRow`), the unit of download and
+cropping. `Failure` is the one shape of every failure record, in every stage, as a
+dataclass or as a FAILURE_SCHEMA row: the project's invariant (every selected box ends as
+exactly one example or exactly one failure) is checked by counting these.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -123,6 +126,56 @@ class Failure:
         return cls(**json.loads(line))
 
 
+FAILURE_SCHEMA = pa.schema([(f.name, pa.int32() if f.name == "box_index" else pa.string())
+                            for f in dataclasses.fields(Failure)])
+
+
+def failure_batch(failures: list[Failure]) -> pa.Table:
+    """Failure records as a FAILURE_SCHEMA batch."""
+    return pa.Table.from_pylist([dataclasses.asdict(f) for f in failures], schema=FAILURE_SCHEMA)
+
+
+def failures_of(batch: pa.Table) -> list[Failure]:
+    """A FAILURE_SCHEMA batch as Failure records."""
+    return [Failure(**row) for row in batch.to_pylist()]
+
+
+# One selected, valid box as the scan hands it to the join: the ImageID as its uint64
+# (pipelines/keys.py), the MID as its place in the sorted list of selected MIDs (so integer
+# order is string order), coordinates clamped to [0, 1].
+BOX_BATCH = pa.schema([
+    ("image_id", pa.uint64()),
+    ("mid_index", pa.int16()),
+    ("label_index", pa.int16()),
+    ("xmin", pa.float64()),
+    ("xmax", pa.float64()),
+    ("ymin", pa.float64()),
+    ("ymax", pa.float64()),
+    ("is_occluded", pa.int8()),
+    ("is_truncated", pa.int8()),
+    ("is_group_of", pa.int8()),
+    ("is_depiction", pa.int8()),
+    ("is_inside", pa.int8()),
+])
+
+# One wanted image-table row: ImageRow's fields, with `problem` non-empty when the row is
+# unusable (a Rotation that is not 0/90/180/270, a size that is not a number) and why.
+IMAGE_BATCH = pa.schema([
+    ("image_id", pa.uint64()),
+    ("subset", pa.string()),
+    ("original_url", pa.string()),
+    ("landing_url", pa.string()),
+    ("license", pa.string()),
+    ("author_profile_url", pa.string()),
+    ("author", pa.string()),
+    ("title", pa.string()),
+    ("original_size", pa.int64()),
+    ("original_md5", pa.string()),
+    ("thumbnail_url", pa.string()),
+    ("rotation", pa.int16()),
+    ("problem", pa.string()),
+])
+
 PLAN_SCHEMA = pa.schema([
     ("image_id", pa.string()),
     ("box_index", pa.int32()),
@@ -149,23 +202,40 @@ PLAN_SCHEMA = pa.schema([
     ("author_profile_url", pa.string()),
     ("title", pa.string()),
     ("landing_url", pa.string()),
+    ("subset", pa.string()),
 ])
+# What the join hands on (to the plan files and the build): PLAN_SCHEMA with the parsed
+# float64 coordinates, which the crops are cut by; plan files store them as float32, like
+# the TFDS BBoxFeature.
+COORDINATES = ("xmin", "xmax", "ymin", "ymax")
+PLAN_BATCH = pa.schema([pa.field(f.name, pa.float64()) if f.name in COORDINATES else f
+                        for f in PLAN_SCHEMA])
 
 
-def plan_rows(task: ImageTask) -> list[dict[str, Any]]:
-    """Flatten a task into plan.parquet rows, one per box, in PLAN_SCHEMA's columns."""
-    img = task.image
-    return [{
-        "image_id": img.image_id, "box_index": b.box_index, "mid": b.mid, "label": b.label,
-        "label_index": b.label_index, "xmin": b.xmin, "xmax": b.xmax, "ymin": b.ymin,
-        "ymax": b.ymax, "is_occluded": b.is_occluded, "is_truncated": b.is_truncated,
-        "is_group_of": b.is_group_of, "is_depiction": b.is_depiction, "is_inside": b.is_inside,
-        "split": task.split, "original_url": img.original_url, "thumbnail_url": img.thumbnail_url,
-        "original_md5": img.original_md5, "original_size": img.original_size,
-        "rotation": img.rotation, "license": img.license, "author": img.author,
-        "author_profile_url": img.author_profile_url, "title": img.title,
-        "landing_url": img.landing_url,
-    } for b in task.boxes]
+def tasks_of(plan: pa.Table) -> Iterator[ImageTask]:
+    """A PLAN_BATCH (sorted by image_id, box_index) as one ImageTask per photo: the
+    only place the plan becomes Python objects, right where photos are fetched."""
+    rows = plan.to_pylist()
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and rows[end]["image_id"] == rows[start]["image_id"]:
+            end += 1
+        r = rows[start]
+        image = ImageRow(
+            image_id=r["image_id"], subset=r["subset"], original_url=r["original_url"],
+            landing_url=r["landing_url"], license=r["license"],
+            author_profile_url=r["author_profile_url"], author=r["author"], title=r["title"],
+            original_size=r["original_size"], original_md5=r["original_md5"],
+            thumbnail_url=r["thumbnail_url"], rotation=r["rotation"])
+        boxes = tuple(Box(mid=b["mid"], xmin=b["xmin"], xmax=b["xmax"], ymin=b["ymin"],
+                          ymax=b["ymax"], is_occluded=b["is_occluded"],
+                          is_truncated=b["is_truncated"], is_group_of=b["is_group_of"],
+                          is_depiction=b["is_depiction"], is_inside=b["is_inside"],
+                          label=b["label"], label_index=b["label_index"],
+                          box_index=b["box_index"]) for b in rows[start:end])
+        yield ImageTask(image=image, boxes=boxes, split=r["split"])
+        start = end
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,7 +104,7 @@ def make_catalog(kind: str, out: str) -> catalog.CatalogFiles:
 
 
 def plan_records(rows: list[dict]) -> list[str]:
-    """Plan rows as sorted JSON lines (floats as float32 values, as plan.parquet stores)."""
+    """Plan rows as sorted JSON lines (floats as float32 values, as plan files store)."""
     return sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows)
 
 

@@ -96,7 +96,7 @@ def _headline(out: str, dataset_dir: str, model_dir: str, report: dict, metrics:
               seconds: float) -> None:
     print("\n" + "=" * 72)
     print(f"demo done in {seconds:.0f} s. Everything is under {out}:")
-    print(f"  plan        {out}/plan/plan.parquet, summary.json")
+    print(f"  plan        {out}/plan/plan-*.parquet, summary.json")
     print(f"  dataset     {dataset_dir}")
     print(f"              (load: tfds.builder_from_directory('{dataset_dir}'))")
     print(f"  previews    {dataset_dir}/previews/photos.png, crops.png, counts.png, failures.png")

@@ -13,7 +13,8 @@ def test_demo_runs_end_to_end_and_reruns_from_the_cache(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "demo done" in text and "test accuracy" in text and "failures by reason" in text
     dataset = out / "dataset" / "hamburger_sandwich" / "1.0.0"
-    for path in (out / "plan" / "plan.parquet", dataset / "COMPLETED",
+    assert list((out / "plan").glob("plan-00000-of-*.parquet"))
+    for path in (out / "plan" / "summary.json", dataset / "COMPLETED",
                  dataset / "manifest.parquet", out / "model" / "model.keras",
                  out / "model" / "metrics.json"):
         assert path.exists(), path

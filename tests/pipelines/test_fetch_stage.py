@@ -8,6 +8,7 @@ from pipelines import options, plan
 from pipelines.crop_stage import CropBoxes
 from pipelines.demo import server
 from pipelines.fetch_stage import FetchImages
+from schemas.records import failures_of, tasks_of
 from tests.conftest import collect, collected, image_rows, make_pipeline
 from tests.pipelines.test_fetch import EXPECTED
 
@@ -22,11 +23,13 @@ def _run(files, tmp_path, *extra):
     o = opts.view_as(options.OpenSandwichesOptions)
     config, _ = plan.PlanConfig.from_options(opts)
     with make_pipeline() as p:
-        tasks, plan_failures = p | plan.PlanImages(config)
+        batches, plan_failures, _ = p | plan.PlanImages(config, str(tmp_path / "scratch"))
+        tasks = batches | beam.FlatMap(lambda kv: tasks_of(kv[1]))
         photos, fetch_failures = tasks | FetchImages(options.fetch_config(o))
         crops, crop_failures = photos | CropBoxes(options.crop_spec(o))
         collect(crops | beam.Map(lambda c: (c.key, c.box.label, c.source, len(c.jpeg))),
                 tmp_path / "crops.pkl", "Crops")
+        plan_failures = plan_failures | beam.FlatMap(failures_of)
         collect((plan_failures, fetch_failures, crop_failures) | beam.Flatten(),
                 tmp_path / "failures.pkl", "Failures")
     return collected(tmp_path / "crops.pkl"), collected(tmp_path / "failures.pkl")

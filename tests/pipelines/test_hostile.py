@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipelines import crop, csvscan, rows
+from pipelines import crop, csvscan, keys, rows
 from pipelines.demo import photos
 from schemas import openimages
 from schemas.records import REASON_BAD_BOX, REASON_BAD_IMAGE_ID, Box
@@ -55,15 +55,15 @@ def box_row(draw):
 
 def _scan_boxes(path: str, range_bytes: int):
     table = csvscan.open_table(path, openimages.BOXES)
+    mids = tuple(sorted(MIDS))
     got, failures, bad = [], [], []
     with open(path, "rb") as f:
-        for rng in csvscan.split_ranges(table, range_bytes):
-            offset, data = csvscan.read_range(f, rng)
+        for _, offset, data in csvscan.aligned_ranges(f, table, range_bytes):
             t, b, _ = csvscan.parse_and_filter(data, table, offset, rows.BOX_COLUMNS,
-                                               "LabelName", pa.array(sorted(MIDS)))
-            boxes, fails, _ = rows.select_boxes(t, MIDS, LABELS, rows.BoxFilters())
-            got += boxes
-            failures += fails
+                                               "LabelName", pa.array(mids))
+            boxes, fails, _ = rows.box_batch(t, mids, MIDS, rows.BoxFilters())
+            got += boxes.to_pylist()
+            failures += fails.to_pylist()
             bad += b
     return got, failures, bad
 
@@ -86,12 +86,12 @@ def test_every_box_row_is_parsed_right_or_becomes_a_failure(tmp_path_factory, li
     got, failures, bad = _scan_boxes(str(path), range_bytes)
     expected = [e for _, e in lines]
     assert len(got) == expected.count("ok")
-    assert sorted(f.reason for f in failures) == sorted(
+    assert sorted(f["reason"] for f in failures) == sorted(
         [REASON_BAD_BOX] * expected.count("bad_box") + [REASON_BAD_IMAGE_ID] * expected.count("bad_image_id"))
     assert len(bad) == expected.count("bad_row")
     ok_ids = sorted(line.split(",")[0] for line, e in lines if e == "ok")
-    assert sorted(image_id for image_id, _ in got) == ok_ids
-    assert all(0 <= b.xmin < b.xmax <= 1 and 0 <= b.ymin < b.ymax <= 1 for _, b in got)
+    assert sorted(f"{b['image_id']:016x}" for b in got) == ok_ids
+    assert all(0 <= b["xmin"] < b["xmax"] <= 1 and 0 <= b["ymin"] < b["ymax"] <= 1 for b in got)
 
 
 title_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), max_size=30)
@@ -113,14 +113,14 @@ def test_image_titles_with_quotes_commas_and_newlines_parse_exactly(tmp_path_fac
     path = tmp_path_factory.mktemp("hyp") / "images.csv"
     path.write_bytes(eol.join(lines).encode())
     table = csvscan.open_table(str(path), openimages.IMAGES)
+    wanted = np.sort(keys.image_ids_to_u64(pa.array(ids))[0])
     got = []
     with open(path, "rb") as f:
-        for rng in csvscan.split_ranges(table, range_bytes):
-            offset, data = csvscan.read_range(f, rng)
-            t, bad, _ = csvscan.parse_and_filter(data, table, offset, table.layout.columns,
-                                                 "ImageID", pa.array(ids))
-            assert not bad
-            got += [(r.image_id, r.title) for _, r in rows.image_rows(t)]
+        for _, offset, data in csvscan.aligned_ranges(f, table, range_bytes):
+            t, _ = csvscan.parse_images(data, table, offset, wanted)
+            batch = rows.image_batch(t)
+            assert set(batch["problem"].to_pylist()) <= {""}
+            got += list(zip(t["ImageID"].to_pylist(), batch["title"].to_pylist()))
     assert got == list(zip(ids, titles))
 
 

@@ -135,7 +135,8 @@ def test_dataflow_job_is_built_offline_with_our_stages(reference, tmp_path, monk
     build.build_pipeline(p, config)
     result = p.run()
     names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
-    for stage in ("Plan/ScanBoxes/ReadRanges", "Plan/ScanImages/ReadRanges",
-                  "Plan/JoinOnImageID", "FetchImages/Fetch", "CropBoxes/Crop",
-                  "WriteDataset/WriteShards", "Finalize"):
+    for stage in ("Plan/ScanBoxes/ReadRanges", "Plan/ScanImages/CountQuotes",
+                  "Plan/ScanImages/ReadRanges", "Plan/JoinBuckets", "FetchImages/Fetch",
+                  "CropBoxes/Crop", "WriteDataset/Serialize", "WriteDataset/MergeShards",
+                  "FailureRuns", "Finalize"):
         assert any(n.startswith(stage) for n in names), (stage, sorted(names)[:40])

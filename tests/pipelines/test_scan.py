@@ -1,62 +1,75 @@
 """ScanBoxes / ScanImages on real and generated tables equal a plain pandas filter."""
 import apache_beam as beam
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
-from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import csvscan, rows
-from pipelines.scan import ScanBoxes, ScanImages
+from pipelines import batches, csvscan, keys, rows, scan
+from pipelines.scan import BOXES, FAILED, IMAGES, SCANNED, ScanBoxes, ScanImages
 from schemas import openimages
 from schemas.records import REASON_BAD_BOX, REASON_BAD_IMAGE_ID
-from tests.conftest import data_path, make_pipeline
+from tests.conftest import collect, collected, data_path, make_pipeline
 
 FOOT, HAND = "/m/031n1", "/m/0k65p"
-
-
-def _box_key(image_id, box):
-    return (image_id, box.mid, round(box.xmin, 9), round(box.xmax, 9), round(box.ymin, 9),
-            round(box.ymax, 9), box.is_occluded, box.is_truncated, box.is_group_of,
-            box.is_depiction, box.is_inside, box.label, box.label_index)
 
 
 def _pandas_boxes(paths, mid_to_index, labels, keep=lambda df: df):
     df = pd.concat([pd.read_csv(p) for p in paths])
     df = keep(df[df.LabelName.isin(list(mid_to_index))])
-    return [(r.ImageID, r.LabelName, round(r.XMin, 9), round(r.XMax, 9), round(r.YMin, 9),
-             round(r.YMax, 9), r.IsOccluded, r.IsTruncated, r.IsGroupOf, r.IsDepiction,
-             r.IsInside, labels[mid_to_index[r.LabelName]], mid_to_index[r.LabelName])
-            for r in df.itertuples()]
+    return sorted((r.ImageID, r.LabelName, round(r.XMin, 9), round(r.XMax, 9), round(r.YMin, 9),
+                   round(r.YMax, 9), r.IsOccluded, r.IsTruncated, r.IsGroupOf, r.IsDepiction,
+                   r.IsInside, mid_to_index[r.LabelName]) for r in df.itertuples())
 
 
-def _scan(paths, mid_to_index, labels, filters=rows.BoxFilters(), range_bytes=50_000):
+def _scan(tmp_path, paths, mid_to_index, filters=rows.BoxFilters(), range_bytes=50_000):
+    """ScanBoxes in a pipeline: (sorted box keys, failure records, scan counts)."""
     tables = [csvscan.open_table(p, openimages.BOXES) for p in paths]
     with make_pipeline() as p:
-        boxes, failures = p | ScanBoxes(tables, mid_to_index, labels, filters, range_bytes)
-        yield boxes | "Key" >> beam.MapTuple(_box_key), failures
+        out = p | ScanBoxes(tables, mid_to_index, filters, range_bytes, 5, str(tmp_path / "b"))
+        collect(out[BOXES] | "Where" >> beam.Map(lambda kv: kv[1][1]), tmp_path / "boxes.pkl",
+                "Boxes")
+        collect(out[FAILED], tmp_path / "failed.pkl", "Failed")
+        collect(out[SCANNED], tmp_path / "scanned.pkl", "Scanned")
+    mids = sorted(mid_to_index)
+    boxes = []
+    for batch in batches.load(collected(tmp_path / "boxes.pkl")):
+        for r in batch.to_pylist():
+            boxes.append((f"{r['image_id']:016x}", mids[r["mid_index"]], *(
+                round(r[c], 9) for c in ("xmin", "xmax", "ymin", "ymax")), r["is_occluded"],
+                r["is_truncated"], r["is_group_of"], r["is_depiction"], r["is_inside"],
+                r["label_index"]))
+    failures = [f for t in collected(tmp_path / "failed.pkl") for f in t.to_pylist()]
+    return sorted(boxes), failures, collected(tmp_path / "scanned.pkl")
 
 
 @pytest.mark.parametrize("range_bytes", [4_000, 50_000, 1 << 26])
-def test_scan_of_real_v4_rows_equals_pandas_filter(range_bytes):
+def test_scan_of_real_v4_rows_equals_pandas_filter(range_bytes, tmp_path):
     paths = [data_path("v4_bodyparts/test-annotations-bbox.csv"),
              data_path("v4_bodyparts/train-annotations-bbox.head2000.csv")]
-    mids, labels = {FOOT: 0, HAND: 1}, ("Human foot", "Human hand")
-    expected = _pandas_boxes(paths, mids, labels)
+    mids = {FOOT: 0, HAND: 1}
+    expected = _pandas_boxes(paths, mids, None)
     assert len(expected) > 900
-    for boxes, failures in _scan(paths, mids, labels, range_bytes=range_bytes):
-        assert_that(boxes, equal_to(expected), label="BoxesEqualPandas")
-        assert_that(failures, equal_to([]), label="NoFailures")
+    boxes, failures, scanned = _scan(tmp_path, paths, mids, range_bytes=range_bytes)
+    assert boxes == expected and failures == []
+    per_table = {}
+    for path, counts in scanned:  # one per range
+        per_table[path] = per_table.get(path, scan.TableScan()).add(counts)
+    report = scan.scan_report([csvscan.open_table(p, openimages.BOXES) for p in paths], per_table)
+    assert all(r["complete"] for r in report.values())
+    assert sum(r["rows_read"] for r in report.values()) == 2784 + 2000
+    assert sum(r["rows_kept"] for r in report.values()) == len(expected)
 
 
-def test_is_flag_filters_and_min_box_size_match_pandas():
+def test_is_flag_filters_and_min_box_size_match_pandas(tmp_path):
     paths = [data_path("v4_bodyparts/test-annotations-bbox.csv")]
-    mids, labels = {FOOT: 0}, ("Human foot",)
+    mids = {FOOT: 0}
     filters = rows.BoxFilters(is_occluded="exclude", is_truncated="only", min_box_size=0.05)
-    expected = _pandas_boxes(paths, mids, labels, lambda df: df[
+    expected = _pandas_boxes(paths, mids, None, lambda df: df[
         (df.IsOccluded != 1) & (df.IsTruncated == 1)
         & (df.XMax - df.XMin >= 0.05) & (df.YMax - df.YMin >= 0.05)])
     assert 0 < len(expected) < 464
-    for boxes, failures in _scan(paths, mids, labels, filters):
-        assert_that(boxes, equal_to(expected), label="FilteredBoxes")
+    assert _scan(tmp_path, paths, mids, filters)[0] == expected
 
 
 def test_unknown_flag_passes_exclude_and_fails_only(tmp_path):
@@ -67,9 +80,9 @@ def test_unknown_flag_passes_exclude_and_fails_only(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("\n".join(lines) + "\n")
     for mode, kept in (("exclude", ids[1:]), ("only", ids[:1]), ("include", ids)):
-        for boxes, _ in _scan([str(path)], {FOOT: 0}, ("Human foot",),
-                              rows.BoxFilters(is_occluded=mode)):
-            assert_that(boxes | beam.Map(lambda k: k[0]), equal_to(kept), label=f"Kept{mode}")
+        boxes, _, _ = _scan(tmp_path / mode, [str(path)], {FOOT: 0},
+                            rows.BoxFilters(is_occluded=mode))
+        assert [b[0] for b in boxes] == kept
 
 
 def test_invalid_boxes_and_image_ids_become_failures(tmp_path):
@@ -86,24 +99,25 @@ def test_invalid_boxes_and_image_ids_become_failures(tmp_path):
              f"00000000000000b6,xclick,{FOOT},1,0.1,0.5,0.2,1.0000000000000002,0,0,0,0,0"]
     path = tmp_path / "b.csv"
     path.write_text("\n".join(lines) + "\n")
-    for boxes, failures in _scan([str(path)], {FOOT: 0}, ("Human foot",)):
-        assert_that(boxes | beam.Map(lambda k: (k[0], k[5])),
-                    equal_to([("00000000000000b1", 0.6), ("00000000000000b6", 1.0)]),
-                    label="ValidBoxesClamped")
-        assert_that(failures | beam.Map(lambda f: (f.image_id, f.reason, f.mid)), equal_to([
-            ("", REASON_BAD_IMAGE_ID, FOOT), ("00000000000000b2", REASON_BAD_BOX, FOOT),
-            ("00000000000000b3", REASON_BAD_BOX, FOOT), ("00000000000000b4", REASON_BAD_BOX, FOOT),
-            ("00000000000000b5", REASON_BAD_BOX, FOOT)]), label="Failures")
+    boxes, failures, _ = _scan(tmp_path, [str(path)], {FOOT: 0})
+    assert [(b[0], b[5]) for b in boxes] == [("00000000000000b1", 0.6), ("00000000000000b6", 1.0)]
+    assert sorted((f["image_id"], f["reason"], f["mid"]) for f in failures) == [
+        ("", REASON_BAD_IMAGE_ID, FOOT), ("00000000000000b2", REASON_BAD_BOX, FOOT),
+        ("00000000000000b3", REASON_BAD_BOX, FOOT), ("00000000000000b4", REASON_BAD_BOX, FOOT),
+        ("00000000000000b5", REASON_BAD_BOX, FOOT)]
 
 
-def test_scan_images_keeps_only_wanted_ids(small_catalog):
+def test_scan_images_keeps_only_wanted_ids(small_catalog, tmp_path):
     df = pd.read_csv(small_catalog.images_csv, keep_default_na=False)
     wanted = sorted(df.ImageID)[::3]
     table = csvscan.open_table(small_catalog.images_csv, openimages.IMAGES)
+    ids = np.sort(keys.image_ids_to_u64(pa.array(wanted))[0])
     with make_pipeline() as p:
-        ids = p | "Ids" >> beam.Create(wanted)
-        images, failures = p | ScanImages([table], beam.pvalue.AsList(ids), 2_000)
-        assert_that(images | beam.MapTuple(lambda i, row: (i, row.title, row.rotation)),
-                    equal_to([(r.ImageID, r.Title, int(float(r.Rotation)) if r.Rotation != "" else None)
-                              for r in df.itertuples() if r.ImageID in wanted]), label="Images")
-        assert_that(failures, equal_to([]), label="NoFailures")
+        out = p | ScanImages([table], beam.pvalue.AsSingleton(p | beam.Create([ids])), 2_000, 3,
+                             str(tmp_path / "b"))
+        collect(out[IMAGES] | "Where" >> beam.Map(lambda kv: kv[1][1]), tmp_path / "images.pkl",
+                "Images")
+    got = sorted((f"{r['image_id']:016x}", r["title"], r["rotation"], r["problem"])
+                 for t in batches.load(collected(tmp_path / "images.pkl")) for r in t.to_pylist())
+    assert got == sorted((r.ImageID, r.Title, int(float(r.Rotation)) if r.Rotation != "" else None,
+                          "") for r in df.itertuples() if r.ImageID in wanted)

@@ -1,0 +1,106 @@
+"""Failure records on their way to `failures.jsonl`: counted by combiners, written by runs.
+
+Every stage's failures (Failure objects from fetch and crop, FAILURE_SCHEMA batches from the
+plan) go through the same two steps, for `plan` and `build` alike:
+
+- `count_failures` per element, added up by a combiner: records by 'stage/reason', and
+  AFTER_PLAN, the fetch and crop failures of planned boxes, which the build's invariant
+  needs (planned boxes = examples + AFTER_PLAN);
+- `WriteFailureRuns` buffers records into sorted runs (pipelines/runs.py) and emits only
+  their slices; `merge_failures` streams every run into one file, sorted like the records
+  (by stage, image, box, ...), so the file is the same whatever the bundles were, and no
+  worker ever holds every failure of a job.
+"""
+from __future__ import annotations
+
+import collections
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipelines import files, runs
+from schemas.records import STAGE_CROP, STAGE_FETCH, Failure
+
+FAILURES_FILE = "failures.jsonl"
+AFTER_PLAN = "after_plan"
+
+
+def _records(failures: Failure | pa.Table) -> list[Failure]:
+    if isinstance(failures, Failure):
+        return [failures]
+    return [Failure(**row) for row in failures.to_pylist()]
+
+
+def count_failures(failures: Failure | pa.Table) -> collections.Counter:
+    """A Failure or a FAILURE_SCHEMA batch -> {'stage/reason': n, AFTER_PLAN: n}."""
+    counts: collections.Counter = collections.Counter()
+    for f in _records(failures):
+        counts[f"{f.stage}/{f.reason}"] += 1
+        if f.mid and f.stage in (STAGE_FETCH, STAGE_CROP):
+            counts[AFTER_PLAN] += 1
+    return counts
+
+
+def by_reason(counts: dict) -> dict:
+    """The 'stage/reason' counts of a count_failures total, sorted."""
+    return dict(sorted((k, v) for k, v in counts.items() if k != AFTER_PLAN))
+
+
+def entry(f: Failure) -> tuple[bytes, bytes]:
+    """A failure record as a run entry: (key in the records' sort order, JSON line)."""
+    key = runs.sort_key(f.stage, f.image_id, f.box_index, f.url, f.reason, f.detail, f.mid)
+    return key, f.to_json().encode("utf-8")
+
+
+class WriteFailureRuns(beam.DoFn):
+    """Failure records (Failure objects or FAILURE_SCHEMA batches) -> sorted runs in a
+    scratch folder; emits the runs' slices, for `merge_failures`."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+
+    def start_bundle(self):
+        self._writer = runs.RunWriter(self._folder)
+
+    def process(self, failures):
+        for f in _records(failures):
+            yield from self._writer.add(("failures",), *entry(f))
+
+    def finish_bundle(self):
+        yield from runs.windowed(self._writer.flush())
+
+
+def merge_failures(slices: list[runs.RunSlice], path: str) -> None:
+    """Stream every failure run into one JSON Lines file, sorted like the records."""
+    with files.open_for_write(path) as f:
+        for _, value in runs.merge(slices):
+            f.write(value + b"\n")
+
+
+class CountFailures(beam.PTransform):
+    """Failures -> one dict of count_failures totals (a singleton, {} when none)."""
+
+    def expand(self, failures):
+        return (failures
+                | "Count" >> beam.Map(count_failures)
+                | "Sum" >> beam.CombineGlobally(SumCounts()))
+
+
+class SumCounts(beam.CombineFn):
+    """Adds up Counters."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, counts):
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs):
+        total = collections.Counter()
+        for acc in accs:
+            total.update(acc)
+        return total
+
+    def extract_output(self, acc):
+        return dict(acc)
