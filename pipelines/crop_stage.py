@@ -9,19 +9,20 @@ from apache_beam.metrics import Metrics
 
 from pipelines import crop
 from pipelines.scan import FAILED
-from schemas.records import STAGE_CROP, Crop, Failure, FetchedPhoto
+from schemas.records import STAGE_CROP, Box, Crop, Failure, FetchedPhoto
 
 log = logging.getLogger(__name__)
 
 
-def crop_or_fail(photo: FetchedPhoto, spec: crop.CropSpec) -> list[tuple]:
+def crop_or_fail(photo: FetchedPhoto,
+                 spec: crop.CropSpec) -> list[tuple[Box, bytes | crop.DecodeError]]:
     """crop.crop_photo, with one rule at the photo's boundary: whatever it raises (a bug, a
     decoder's surprise, memory running out) becomes a `DecodeError` of reason `unexpected`
     for every box of the photo, so one photo never ends the job and no box goes missing."""
     task = photo.task
     try:
         return crop.crop_photo(photo.data, list(task.boxes), task.image.rotation, spec)
-    except Exception as err:  # noqa: BLE001 - the boundary: anything, recorded, not raised
+    except Exception as err:  # the boundary: anything, recorded, never raised
         log.warning("cropping %s raised %s; its %d boxes become failure records",
                     task.image_id, type(err).__name__, len(task.boxes), exc_info=True)
         error = crop.DecodeError(crop.REASON_UNEXPECTED, f"{type(err).__name__}: {err}")
