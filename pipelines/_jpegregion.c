@@ -13,6 +13,14 @@
  *
  * Any libjpeg warning (corrupt data, a premature end of data) is an error here, as in
  * simplejpeg's strict mode: a photo that is damaged inside the region is not cropped.
+ *
+ * Limits (a legal progressive JPEG of a few hundred KiB can hold thousands of scans, each
+ * a pass over every coefficient: seconds of CPU): a progress monitor, called by libjpeg
+ * before each chunk of input it consumes, sees every scan header before that scan's data
+ * is decoded, and aborts (LimitExceeded, through the error manager's longjmp) past
+ * `max_scans` scans or once the scans' 8x8 blocks, summed, pass `max_blocks`. It is the
+ * mechanism of TurboJPEG's TJFLAG_LIMITSCANS; libjpeg-turbo 2.1's libjpeg API itself has
+ * no such limit. crop.py counts the same way from the markers for its other decoders.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,6 +37,20 @@ typedef struct {
   char message[JMSG_LENGTH_MAX];
 } ErrorManager;
 
+/* What the progress monitor counts, and where it stops (0: no limit). */
+typedef struct {
+  struct jpeg_progress_mgr pub;
+  int max_scans;
+  long long max_blocks;
+  int scans_counted;
+  long long blocks;
+  int exceeded; /* 0, or which limit stopped the decode */
+} Budget;
+
+enum { WITHIN = 0, OVER_SCANS = 1, OVER_BLOCKS = 2 };
+
+static PyObject *LimitExceeded; /* a ValueError: the JPEG decodes, but costs too much */
+
 static void on_error(j_common_ptr cinfo) {
   ErrorManager *err = (ErrorManager *)cinfo->err;
   (*cinfo->err->format_message)(cinfo, err->message);
@@ -41,8 +63,32 @@ static void on_message(j_common_ptr cinfo, int level) {
   }
 }
 
+/* Called before each chunk of input libjpeg consumes: after a scan header is read and
+ * before any of that scan's data. Scans are counted (and their blocks added) once each. */
+static void on_progress(j_common_ptr common) {
+  j_decompress_ptr cinfo = (j_decompress_ptr)common;
+  Budget *budget = (Budget *)cinfo->progress;
+  if (cinfo->input_scan_number == budget->scans_counted) return;
+  budget->scans_counted = cinfo->input_scan_number;
+  if (budget->max_scans > 0 && cinfo->input_scan_number > budget->max_scans) {
+    budget->exceeded = OVER_SCANS;
+  } else {
+    for (int i = 0; i < cinfo->comps_in_scan; i++) {
+      const jpeg_component_info *comp = cinfo->cur_comp_info[i];
+      budget->blocks += (long long)comp->width_in_blocks * (long long)comp->height_in_blocks;
+    }
+    if (budget->max_blocks > 0 && budget->blocks > budget->max_blocks) {
+      budget->exceeded = OVER_BLOCKS;
+    }
+  }
+  if (budget->exceeded != WITHIN) {
+    longjmp(((ErrorManager *)cinfo->err)->jump, 1);
+  }
+}
+
 PyDoc_STRVAR(decode_region_doc,
-"decode_region(data, scale_denom, left, top, right, bottom) -> (pixels, width, height, x, y)\n"
+"decode_region(data, scale_denom, left, top, right, bottom, max_scans=0, max_blocks=0)\n"
+"    -> (pixels, width, height, x, y)\n"
 "\n"
 "Decode the region [left, right) x [top, bottom) of a JPEG, given in the pixels of the\n"
 "image scaled by 1/scale_denom (1, 2, 4 or 8), as RGB, with the same pixel values as a\n"
@@ -50,12 +96,17 @@ PyDoc_STRVAR(decode_region_doc,
 "iMCU boundary) and may end right of `right`: `pixels` holds `height` rows of `width` RGB\n"
 "pixels whose top-left is (x, y) in the scaled image.\n"
 "Raises ValueError for a JPEG that does not decode (or warns), for colour spaces other\n"
-"than grayscale, YCbCr and RGB, and for a region outside the scaled image.");
+"than grayscale, YCbCr and RGB, and for a region outside the scaled image.\n"
+"Raises LimitExceeded (a ValueError) before decoding scan max_scans + 1, or the scan whose\n"
+"8x8 blocks (summed over its components, and over the scans so far) pass max_blocks;\n"
+"its args are ('scans' or 'blocks', the scan number). 0 means no limit.");
 
 static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   Py_buffer data;
-  int denom, left, top, right, bottom;
-  if (!PyArg_ParseTuple(args, "y*iiiii", &data, &denom, &left, &top, &right, &bottom)) {
+  int denom, left, top, right, bottom, max_scans = 0;
+  long long max_blocks = 0;
+  if (!PyArg_ParseTuple(args, "y*iiiii|iL", &data, &denom, &left, &top, &right, &bottom,
+                        &max_scans, &max_blocks)) {
     return NULL;
   }
   if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
@@ -65,6 +116,7 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   }
   struct jpeg_decompress_struct cinfo;
   ErrorManager err;
+  Budget budget;
   /* volatile: read after a longjmp */
   PyObject *volatile pixels = NULL;
   PyThreadState *volatile released = NULL;
@@ -74,16 +126,30 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   err.pub.error_exit = on_error;
   err.pub.emit_message = on_message;
   err.message[0] = '\0';
+  memset(&budget, 0, sizeof(budget));
+  budget.pub.progress_monitor = on_progress;
+  budget.max_scans = max_scans > 0 ? max_scans : 0;
+  budget.max_blocks = max_blocks > 0 ? max_blocks : 0;
   if (setjmp(err.jump)) {
     if (released != NULL) PyEval_RestoreThread(released);
     Py_XDECREF(pixels);
     if (created) jpeg_destroy_decompress(&cinfo);
     PyBuffer_Release(&data);
-    PyErr_Format(PyExc_ValueError, "JPEG does not decode: %s", err.message);
+    if (budget.exceeded != WITHIN) {
+      PyObject *why = Py_BuildValue("(si)", budget.exceeded == OVER_SCANS ? "scans" : "blocks",
+                                    budget.scans_counted);
+      if (why != NULL) {
+        PyErr_SetObject(LimitExceeded, why);
+        Py_DECREF(why);
+      }
+    } else {
+      PyErr_Format(PyExc_ValueError, "JPEG does not decode: %s", err.message);
+    }
     return NULL;
   }
   jpeg_create_decompress(&cinfo);
   created = 1;
+  cinfo.progress = &budget.pub;
   jpeg_mem_src(&cinfo, (const unsigned char *)data.buf, (unsigned long)data.len);
   jpeg_read_header(&cinfo, TRUE);
   if (cinfo.jpeg_color_space != JCS_GRAYSCALE && cinfo.jpeg_color_space != JCS_YCbCr &&
@@ -162,14 +228,21 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__jpegregion(void) {
   PyObject *m = PyModule_Create(&module);
-  if (m != NULL) {
-    PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER",
-#ifdef LIBJPEG_TURBO_VERSION_NUMBER
-                            LIBJPEG_TURBO_VERSION_NUMBER
-#else
-                            0
-#endif
-    );
+  if (m == NULL) return NULL;
+  LimitExceeded = PyErr_NewExceptionWithDoc(
+      "pipelines._jpegregion.LimitExceeded",
+      "The JPEG would decode, but holds more scans or more scan data than allowed.",
+      PyExc_ValueError, NULL);
+  if (LimitExceeded == NULL || PyModule_AddObjectRef(m, "LimitExceeded", LimitExceeded) < 0) {
+    Py_DECREF(m);
+    return NULL;
   }
+  PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER",
+#ifdef LIBJPEG_TURBO_VERSION_NUMBER
+                          LIBJPEG_TURBO_VERSION_NUMBER
+#else
+                          0
+#endif
+  );
   return m;
 }

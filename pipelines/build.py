@@ -145,7 +145,10 @@ def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:
         return result
     if not o.no_previews and not files.is_remote(config.layout.dir):
         from pipelines import preview
-        preview.dataset_previews(config.layout.dir, config.fetch.cache_dir)
+        try:  # previews are for people: they never decide whether the dataset is complete
+            preview.dataset_previews(config.layout.dir, config.fetch.cache_dir)
+        except Exception:
+            log.warning("previews were not written; the dataset is unaffected", exc_info=True)
     lost = result["invariant"]["lost"]
     if lost:
         # The runner dropped records (measured once: Beam 2.77's multi_processing mode at

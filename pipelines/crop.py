@@ -15,29 +15,45 @@ rows and columns that the union of the boxes covers and never entropy-decodes th
 below it. Where it is not built, simplejpeg (libjpeg-turbo) decodes the whole image at the
 same scale; both give the same pixels (tested), and `decoder_name()` goes into the build
 report. PIL is the fallback for other formats and JPEG colour spaces that libjpeg-turbo
-will not convert (CMYK/YCCK); PIL's decompression-bomb guard stays on, and the JPEG paths
-apply the same pixel limit from the header before decoding.
+will not convert (CMYK/YCCK).
+
+Limits, checked before pixels are decoded, the same in every decoder, all failing the photo
+as `too_large`:
+- pixels: the header's width x height against Pillow's `Image.MAX_IMAGE_PIXELS`, compared
+  here explicitly (not by turning PIL's warning into an error: warning filters are
+  process-wide state, so under threads an over-limit image sometimes decoded);
+- scans and scan data (`CropSpec.max_jpeg_scans`, `max_jpeg_megasamples`): a legal
+  progressive JPEG of a few hundred KiB can hold thousands of scans and take many seconds
+  to decode. The region decoder counts them in libjpeg's progress monitor; for the
+  whole-image decoders `jpegscans.over_limits` counts them from the markers, by the same
+  rule, so both stop at the same scan. A deterministic count of work, not a timer: a
+  timer would make a dataset's contents depend on the machine's speed and load.
 
 One difference between the two JPEG decoders, by design: the region decoder never reads
 the entropy data below the last row the boxes need, so damage there (in a file that still
 ends with its end-of-image marker) goes unnoticed, where the whole-image decoder fails the
-photo as `not_an_image`. A file cut short is caught by both (no end-of-image marker).
+photo as `not_an_image`. A file cut short is caught by both (no end-of-image marker). And
+the region decoder meets a file's scans as it decodes them, where the marker walk sees
+them all first: a file both damaged and over a scan limit fails as `not_an_image` there
+when the damage comes first, as `too_large` in the other decoders.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import math
-import warnings
 
 import numpy as np
 import simplejpeg
 from PIL import Image
 
+from pipelines import jpegscans
 from schemas.records import Box
 
 try:
     from pipelines import _jpegregion
+    if not hasattr(_jpegregion, "LimitExceeded"):  # a stale build, without the scan limits
+        _jpegregion = None
 except ImportError:  # not built here (no C compiler or libjpeg headers): whole-image decodes
     _jpegregion = None
 
@@ -45,6 +61,7 @@ ASPECTS = ("pad", "stretch", "center")
 REASON_NOT_AN_IMAGE = "not_an_image"
 REASON_TOO_SMALL = "too_small"
 REASON_TOO_LARGE = "too_large"
+REASON_UNEXPECTED = "unexpected"  # anything else that went wrong with one photo (crop_stage)
 
 _EXIF_ORIENTATION = 0x0112
 _EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -66,6 +83,13 @@ class CropSpec:
       min_crop_pixels: a region narrower or shorter than this in the full-resolution photo
         is a failure (`too_small`): upscaling it would teach the model blur.
       jpeg_quality: of the encoded crop.
+      max_jpeg_scans: a JPEG with more scans (SOS markers) is `too_large` (0: no limit).
+        Real progressive photos have about 10.
+      max_jpeg_megasamples: a JPEG whose scans hold more than this many million samples,
+        summed over the scans (each scan's components' 8x8 blocks, 64 samples each), is
+        `too_large` (0: no limit). A baseline 4:2:0 photo of N megapixels holds 1.5 N, a
+        progressive one about 8 N; the default passes any real photo under Pillow's pixel
+        limit and stops the 1,000-scan kind in well under a second.
     """
 
     image_size: int = 224
@@ -74,6 +98,8 @@ class CropSpec:
     aspect: str = "pad"
     min_crop_pixels: int = 16
     jpeg_quality: int = 90
+    max_jpeg_scans: int = 100
+    max_jpeg_megasamples: int = 2000
 
     def __post_init__(self):
         if self.aspect not in ASPECTS:
@@ -84,6 +110,8 @@ class CropSpec:
             raise ValueError("--crop_margin must be between 0 and 1")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("--jpeg_quality must be between 1 and 100")
+        if self.max_jpeg_scans < 0 or self.max_jpeg_megasamples < 0:
+            raise ValueError("--max_jpeg_scans and --max_jpeg_megasamples must be >= 0")
 
 
 class DecodeError(Exception):
@@ -181,21 +209,59 @@ def _pixel_limit() -> int:
     return Image.MAX_IMAGE_PIXELS or 2**62
 
 
+def _check_pixels(width: int, height: int) -> None:
+    """The decompression-bomb guard, from the header, before any pixel is decoded."""
+    if width * height > _pixel_limit():
+        raise DecodeError(REASON_TOO_LARGE, f"{width}x{height} pixels is over the "
+                                            f"decompression-bomb limit")
+
+
+def _over_limit(spec: CropSpec, kind: str, scan: int) -> DecodeError:
+    """The failure for a JPEG past a limit, worded the same whichever decoder found it."""
+    if kind == "scans":
+        return DecodeError(REASON_TOO_LARGE, f"more than {spec.max_jpeg_scans} scans "
+                                             f"(--max_jpeg_scans; real photos have about 10)")
+    return DecodeError(REASON_TOO_LARGE, f"scans 1-{scan} hold more than "
+                                         f"{spec.max_jpeg_megasamples} million samples "
+                                         f"(--max_jpeg_megasamples)")
+
+
+def _scan_limits(spec: CropSpec) -> tuple[int, int]:
+    return spec.max_jpeg_scans, spec.max_jpeg_megasamples * jpegscans.BLOCKS_PER_MEGASAMPLE
+
+
+def _check_scans(data: bytes, spec: CropSpec) -> None:
+    """The scan limits, for decoders without a progress monitor (simplejpeg, PIL)."""
+    over = jpegscans.over_limits(data, *_scan_limits(spec))
+    if over is not None:
+        raise _over_limit(spec, *over)
+
+
+def check_limits(data: bytes, width: int, height: int, spec: CropSpec) -> None:
+    """The checks every decode of an untrusted photo needs first (a preview's too), given
+    the size its header declares.
+
+    Raises:
+      DecodeError: `too_large`: over the pixel limit, or a JPEG over the scan limits.
+    """
+    _check_pixels(width, height)
+    if data[:3] == b"\xff\xd8\xff":
+        _check_scans(data, spec)
+
+
 def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
     """Decode a photo once, at the smallest scale its boxes allow.
 
     Raises:
-      DecodeError: not an image, a truncated or corrupt file, or more pixels than the
-        decompression-bomb limit.
+      DecodeError: not an image, a truncated or corrupt file (`not_an_image`), or more
+        pixels, scans or scan data than the limits (`too_large`).
     """
     if data[:3] == b"\xff\xd8\xff":
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as err:
             raise DecodeError(REASON_NOT_AN_IMAGE, f"bad JPEG header: {err}") from None
-        if width * height > _pixel_limit():
-            raise DecodeError(REASON_TOO_LARGE, f"{width}x{height} pixels is over the "
-                                                f"decompression-bomb limit")
+        _check_pixels(width, height)
         if colorspace in ("Gray", "YCbCr", "RGB"):
             factor = _power_of_two(_needed_scale(boxes, spec, width, height))
             sw, sh = math.ceil(width / factor), math.ceil(height / factor)
@@ -203,15 +269,20 @@ def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
             try:
                 if _jpegregion is not None and data.endswith(b"\xff\xd9") and boxes:
                     left, top, right, bottom = _union(boxes, spec, sw, sh)
-                    block, bw, bh, x, y = _jpegregion.decode_region(data, factor, left, top,
-                                                                    right, bottom)
+                    try:
+                        block, bw, bh, x, y = _jpegregion.decode_region(
+                            data, factor, left, top, right, bottom, *_scan_limits(spec))
+                    except _jpegregion.LimitExceeded as err:
+                        raise _over_limit(spec, *err.args) from None
                     pixels = np.frombuffer(block, np.uint8).reshape(bh, bw, 3)
                     return Decoded(pixels, width, height, orientation, sw, sh, (x, y))
+                _check_scans(data, spec)
                 pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=sw,
                                                 min_height=sh)
             except ValueError as err:
                 raise DecodeError(REASON_NOT_AN_IMAGE, f"JPEG does not decode: {err}") from None
             return Decoded(pixels, width, height, orientation, sw, sh)
+        _check_scans(data, spec)
     return _decode_with_pil(data, boxes, spec)
 
 
@@ -228,20 +299,24 @@ def _exif_orientation(data: bytes) -> int:
 
 
 def _decode_with_pil(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
-            if img.format == "JPEG":
-                factor = _power_of_two(_needed_scale(boxes, spec, width, height))
-                img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise DecodeError(REASON_TOO_LARGE, str(err)) from None
-        except Exception as err:  # PIL raises many types for bad input; all mean the same
-            raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Over twice the limit PIL refuses in open(); between once and twice it warns, which
+        # raises only where some warning filter (process-wide) says so: too_large either way.
+        raise DecodeError(REASON_TOO_LARGE, str(err)) from None
+    except Exception as err:  # PIL raises many types for bad input; all mean the same
+        raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
+    _check_pixels(width, height)
+    try:
+        orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+        if img.format == "JPEG":
+            factor = _power_of_two(_needed_scale(boxes, spec, width, height))
+            img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        img.load()
+    except Exception as err:
+        raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
     pixels = _to_rgb(img)
     return Decoded(pixels, width, height, orientation, pixels.shape[1], pixels.shape[0])
 

@@ -122,6 +122,12 @@ class OpenSandwichesOptions(PipelineOptions):
         g.add_argument("--min_crop_pixels", type=int, default=c.min_crop_pixels,
                        help="Boxes narrower or shorter than this (in photo pixels) fail as too_small.")
         g.add_argument("--jpeg_quality", type=int, default=c.jpeg_quality)
+        g.add_argument("--max_jpeg_scans", type=int, default=c.max_jpeg_scans,
+                       help="A source JPEG with more scans fails as too_large (0: no limit); "
+                            "real progressive photos have about 10.")
+        g.add_argument("--max_jpeg_megasamples", type=int, default=c.max_jpeg_megasamples,
+                       help="A source JPEG whose scans hold more million samples to decode "
+                            "fails as too_large (0: no limit): the decode budget per photo.")
 
         g = parser.add_argument_group("dataset")
         g.add_argument("--dataset_name", default="",
@@ -158,7 +164,8 @@ def crop_spec(o: "OpenSandwichesOptions") -> crop.CropSpec:
     """The crop stage's spec from flags (raises ValueError on bad values)."""
     return crop.CropSpec(image_size=o.image_size, margin=o.crop_margin, square=o.square,
                          aspect=o.aspect, min_crop_pixels=o.min_crop_pixels,
-                         jpeg_quality=o.jpeg_quality)
+                         jpeg_quality=o.jpeg_quality, max_jpeg_scans=o.max_jpeg_scans,
+                         max_jpeg_megasamples=o.max_jpeg_megasamples)
 
 
 def config_flags(path: str) -> list[str]:

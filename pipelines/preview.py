@@ -8,6 +8,11 @@ drawn and labelled (the article's figure). From a dataset: the same photo grid (
 manifest), a contact sheet of crops per class and split, a bar chart of examples per class
 and split, and a chart of failures by reason. `build` writes the dataset previews into
 <dataset>/previews/ unless --no_previews.
+
+Previews are for people and never decide whether a build completed: a photo that cannot be
+drawn (it cropped fine because the region decoder never read the damage below its boxes,
+say, but a full decode fails) is skipped, and so is a crop or a chart that fails; each
+skip is logged and listed in previews/NOTES.txt.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import argparse
 import collections
 import io
 import json
+import logging
 import os
 import sys
 
@@ -27,6 +33,15 @@ from schemas import examples
 # One colour per label (cycled); the first is pure red, which tests look for.
 COLORS = ((255, 0, 0), (0, 90, 255), (0, 170, 0), (255, 140, 0), (160, 0, 200), (0, 170, 170))
 CELL = 256
+NOTES_FILE = "NOTES.txt"
+
+log = logging.getLogger(__name__)
+
+
+def _skipped(notes: list[str], what: str, err: Exception) -> None:
+    note = f"{what}: skipped ({type(err).__name__}: {err})"
+    log.warning("preview: %s", note)
+    notes.append(note)
 
 
 def _cached_photo(cache_dir: str, image_id: str, source: str = "") -> bytes | None:
@@ -42,6 +57,7 @@ def _cell(data: bytes, boxes: list[dict], rotation, colors: dict[str, tuple]) ->
     """One grid cell: the photo upright, fitted into CELL x CELL, boxes drawn on top (drawn
     after resizing, so the lines stay crisp)."""
     img = Image.open(io.BytesIO(data))
+    crop.check_limits(data, img.width, img.height, crop.CropSpec())  # before decoding
     img = img.convert("RGB")
     turn = int(rotation or 0)
     if turn:
@@ -61,9 +77,12 @@ def _cell(data: bytes, boxes: list[dict], rotation, colors: dict[str, tuple]) ->
     return cell
 
 
-def photo_grid(rows: list[dict], cache_dir: str, per_class: int, path: str) -> int:
+def photo_grid(rows: list[dict], cache_dir: str, per_class: int, path: str,
+               notes: list[str] | None = None) -> int:
     """Source photos with boxes, `per_class` photos per label (first by ImageID). Rows are
-    plan or manifest rows. Returns the number of photos drawn."""
+    plan or manifest rows. A photo that cannot be drawn is skipped (the next one takes its
+    place) and noted in `notes`. Returns the number of photos drawn."""
+    notes = [] if notes is None else notes
     labels = list(dict.fromkeys(sorted((r["label_index"], r["label"]) for r in rows)))
     colors = {label: COLORS[i % len(COLORS)] for i, (_, label) in enumerate(labels)}
     by_image: dict[str, list[dict]] = collections.defaultdict(list)
@@ -81,8 +100,12 @@ def photo_grid(rows: list[dict], cache_dir: str, per_class: int, path: str) -> i
             data = _cached_photo(cache_dir, image_id, boxes[0].get("source", ""))
             if data is None:
                 continue
-            grid.paste(_cell(data, boxes, boxes[0].get("rotation"), colors),
-                       (col * CELL, row_i * CELL))
+            try:
+                cell = _cell(data, boxes, boxes[0].get("rotation"), colors)
+            except Exception as err:  # a hostile or damaged photo: skip it, say so
+                _skipped(notes, f"photo {image_id}", err)
+                continue
+            grid.paste(cell, (col * CELL, row_i * CELL))
             col += 1
             drawn += 1
     grid.save(path)
@@ -106,8 +129,11 @@ def _crops_by_class_and_split(dataset_dir: str, per_cell: int) -> dict[tuple[str
     return out
 
 
-def contact_sheet(dataset_dir: str, per_cell: int, path: str, size: int = 96) -> tuple[int, int]:
-    """Crops in rows of (class, split), `per_cell` per row. Returns the image size."""
+def contact_sheet(dataset_dir: str, per_cell: int, path: str, size: int = 96,
+                  notes: list[str] | None = None) -> tuple[int, int]:
+    """Crops in rows of (class, split), `per_cell` per row; a crop that does not decode is
+    left blank and noted. Returns the image size."""
+    notes = [] if notes is None else notes
     crops = _crops_by_class_and_split(dataset_dir, per_cell)
     keys = sorted(crops, key=lambda k: (k[0], examples.SPLIT_ORDER.index(k[1])
                                         if k[1] in examples.SPLIT_ORDER else 9))
@@ -117,7 +143,11 @@ def contact_sheet(dataset_dir: str, per_cell: int, path: str, size: int = 96) ->
     for r, key in enumerate(keys):
         draw.text((6, r * size + size // 2 - 6), f"{key[0]} / {key[1]}", fill=(0, 0, 0))
         for c, jpeg in enumerate(crops[key]):
-            tile = ImageOps.fit(Image.open(io.BytesIO(jpeg)).convert("RGB"), (size, size))
+            try:
+                tile = ImageOps.fit(Image.open(io.BytesIO(jpeg)).convert("RGB"), (size, size))
+            except Exception as err:
+                _skipped(notes, f"crop {c + 1} of {key[0]} / {key[1]}", err)
+                continue
             sheet.paste(tile, (margin + c * size, r * size))
     sheet.save(path)
     return sheet.size
@@ -162,20 +192,37 @@ def failures_chart(failures_jsonl: str, path: str) -> int:
 
 
 def dataset_previews(dataset_dir: str, cache_dir: str, per_class: int = 4) -> list[str]:
-    """Write <dataset>/previews/{photos,crops,counts,failures}.png; return their paths."""
+    """Write <dataset>/previews/{photos,crops,counts,failures}.png and, when anything was
+    skipped, NOTES.txt; return the paths written. A preview that fails is skipped and noted,
+    never raised: previews do not decide whether a dataset is complete."""
     import pyarrow.parquet as pq
     out = os.path.join(dataset_dir, "previews")
     os.makedirs(out, exist_ok=True)
-    manifest = pq.read_table(os.path.join(dataset_dir, "manifest.parquet")).to_pylist()
-    paths = []
+    notes: list[str] = []
+    paths: list[str] = []
+
+    def attempt(name: str, draw) -> None:
+        try:
+            draw(os.path.join(out, name))
+            paths.append(os.path.join(out, name))
+        except Exception as err:
+            _skipped(notes, name, err)
+
     if cache_dir and os.path.isdir(cache_dir):
-        photo_grid(manifest, cache_dir, per_class, os.path.join(out, "photos.png"))
-        paths.append(os.path.join(out, "photos.png"))
-    contact_sheet(dataset_dir, 2 * per_class, os.path.join(out, "crops.png"))
-    report = json.load(open(os.path.join(dataset_dir, "build_report.json")))
-    counts_chart(report, os.path.join(out, "counts.png"))
-    failures_chart(os.path.join(dataset_dir, "failures.jsonl"), os.path.join(out, "failures.png"))
-    return paths + [os.path.join(out, n) for n in ("crops.png", "counts.png", "failures.png")]
+        attempt("photos.png", lambda path: photo_grid(
+            pq.read_table(os.path.join(dataset_dir, "manifest.parquet")).to_pylist(),
+            cache_dir, per_class, path, notes))
+    attempt("crops.png", lambda path: contact_sheet(dataset_dir, 2 * per_class, path,
+                                                    notes=notes))
+    attempt("counts.png", lambda path: counts_chart(
+        json.load(open(os.path.join(dataset_dir, "build_report.json"))), path))
+    attempt("failures.png", lambda path: failures_chart(
+        os.path.join(dataset_dir, "failures.jsonl"), path))
+    if notes:
+        with open(os.path.join(out, NOTES_FILE), "w") as f:
+            f.write("".join(note + "\n" for note in notes))
+        paths.append(os.path.join(out, NOTES_FILE))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import plan
         rows = plan.read_plan(args.plan).to_pylist()
         out = args.output or os.path.join(args.plan, "photos.png")
-        n = photo_grid(rows, args.cache_dir, args.per_class, out)
+        notes: list[str] = []
+        n = photo_grid(rows, args.cache_dir, args.per_class, out, notes)
         print(f"wrote {out} ({n} photos found in {args.cache_dir})")
+        for note in notes:
+            print(f"  {note}")
         return 0
     for path in dataset_previews(args.dataset, args.cache_dir, args.per_class):
         print(f"wrote {path}")

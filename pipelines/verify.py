@@ -3,9 +3,13 @@
     open-sandwiches verify out/hamburger_sandwich/1.0.0
 
 Reads every shard (checking each record's CRCs), recounts examples per shard against
-`dataset_info.json`, and recomputes every example's JPEG sha256 against
-`manifest.parquet`. Reports missing, extra and changed examples, and exits 0 only when
-everything matches and the build completed.
+`dataset_info.json`, checks each shard file's sha256 against `build_report.json`, and
+decodes every example with the dataset's own feature spec (`features.json`, written from
+schemas/examples.py) to compare it with its `manifest.parquet` row: every column the two
+share (split and shard, image_id and box_index, label and label_index, mid, the box, the
+JPEG's sha256, licence, author and landing URL). CRCs alone prove little: anyone can
+re-frame an edited record with fresh ones. Reports missing, extra and changed examples, and
+exits 0 only when everything matches and the build completed.
 """
 from __future__ import annotations
 
@@ -15,28 +19,70 @@ import io
 import json
 import os
 import sys
+from typing import BinaryIO
 
 import pyarrow.parquet as pq
 
 from pipelines import files, tfrecord
-from pipelines.write import COMPLETED_FILE, MANIFEST_FILE
+from pipelines.write import COMPLETED_FILE, MANIFEST_FILE, REPORT_FILE
 from schemas import examples
 
+# Manifest columns that an example also holds (the rest, source, url, title and rotation,
+# are the manifest's alone).
+SHARED_COLUMNS = ("split", "shard", "label", "label_index", "mid", "xmin", "xmax", "ymin",
+                  "ymax", "jpeg_sha256", "license", "author", "landing_url")
+Key = tuple[str, int]
 
-def verify(dataset_dir: str) -> dict:
-    """Check a dataset folder; returns {"ok": bool, "problems": [...], counts...}."""
-    import tensorflow as tf  # only to parse tf.train.Example protos
 
-    problems: list[str] = []
-    if not files.exists(files.join_path(dataset_dir, COMPLETED_FILE)):
-        problems.append("no COMPLETED marker: the build did not finish")
-    info = json.loads(files.read_bytes(files.join_path(dataset_dir, "dataset_info.json")))
-    manifest = pq.read_table(io.BytesIO(files.read_bytes(
-        files.join_path(dataset_dir, MANIFEST_FILE)))).to_pylist()
-    expected = {(r["image_id"], r["box_index"]): (r["shard"], r["jpeg_sha256"]) for r in manifest}
-    if len(expected) != len(manifest):
-        problems.append(f"manifest has {len(manifest) - len(expected)} duplicate keys")
-    found: dict[tuple[str, int], tuple[str, str]] = {}
+class _HashingReader:
+    """A reader that hashes what passes through it, so a shard is read once for both."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self.sha256 = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.sha256.update(data)
+        return data
+
+    def hexdigest_of_all(self) -> str:
+        """The digest of the whole file: reads whatever the caller left unread."""
+        while self.read(1 << 20):
+            pass
+        return self.sha256.hexdigest()
+
+
+def example_row(features, record: bytes, split: str, shard: str) -> dict:
+    """A serialized example as the manifest columns it shares (SHARED_COLUMNS), decoded
+    with the dataset's tfds FeaturesDict; the image stays encoded, for its sha256."""
+    import tensorflow_datasets as tfds
+
+    ex = features.deserialize_example_np(
+        record, decoders={examples.IMAGE: tfds.decode.SkipDecoding()})
+    names = features[examples.LABEL].names
+    label_index = int(ex[examples.LABEL])
+    ymin, xmin, ymax, xmax = (float(v) for v in ex[examples.BBOX])
+    text = {k: ex[k].decode("utf-8", "replace") for k in (
+        examples.IMAGE_ID, examples.MID, examples.LICENSE, examples.AUTHOR, examples.LANDING_URL)}
+    return {"image_id": text[examples.IMAGE_ID], "box_index": int(ex[examples.BOX_INDEX]),
+            "split": split, "shard": shard, "label_index": label_index,
+            "label": names[label_index] if 0 <= label_index < len(names) else None,
+            "mid": text[examples.MID], "xmin": xmin, "xmax": xmax, "ymin": ymin, "ymax": ymax,
+            "jpeg_sha256": hashlib.sha256(ex[examples.IMAGE]).hexdigest(),
+            "license": text[examples.LICENSE], "author": text[examples.AUTHOR],
+            "landing_url": text[examples.LANDING_URL]}
+
+
+def read_shards(dataset_dir: str, info: dict, problems: list[str]
+                ) -> tuple[dict[Key, dict], dict[str, str], int]:
+    """Every example of every shard dataset_info.json lists, as example_row()s by key, and
+    each shard file's sha256. Unreadable records, duplicate keys and wrong counts go into
+    `problems`. Returns (rows, digests, examples read)."""
+    import tensorflow_datasets as tfds
+
+    features = tfds.features.FeatureConnector.from_config(dataset_dir)
+    found: dict[Key, dict] = {}
+    digests: dict[str, str] = {}
     examples_read = 0
     for split, shard, length in examples.shards_of(info):
         path = files.join_path(dataset_dir, shard)
@@ -44,29 +90,82 @@ def verify(dataset_dir: str) -> dict:
             problems.append(f"{shard}: missing")
             continue
         count = 0
-        try:
-            with files.open_binary(path) as f:
-                for record in tfrecord.read_records(f):
-                    feats = tf.train.Example.FromString(record).features.feature
-                    key = (feats[examples.IMAGE_ID].bytes_list.value[0].decode(),
-                           int(feats[examples.BOX_INDEX].int64_list.value[0]))
-                    digest = hashlib.sha256(feats[examples.IMAGE].bytes_list.value[0]).hexdigest()
+        with files.open_binary(path) as f:
+            reader = _HashingReader(f)
+            try:
+                for record in tfrecord.read_records(reader):
+                    count += 1
+                    try:
+                        row = example_row(features, record, split, shard)
+                    except Exception as err:  # framed with valid CRCs, but not our example
+                        problems.append(f"{shard}: record {count} is not an example of "
+                                        f"this dataset ({type(err).__name__}: {err})")
+                        continue
+                    key = (row["image_id"], row["box_index"])
                     if key in found:
                         problems.append(f"{shard}: example {key} appears twice")
-                    found[key] = (shard, digest)
-                    count += 1
-        except tfrecord.CorruptRecord as err:
-            problems.append(f"{shard}: corrupt: {err}")
+                    found[key] = row
+            except tfrecord.CorruptRecord as err:
+                problems.append(f"{shard}: corrupt: {err}")
+            digests[shard] = reader.hexdigest_of_all()
         examples_read += count
         if count != length:
             problems.append(f"{shard}: {count} examples, dataset_info.json says {length}")
+    return found, digests, examples_read
+
+
+def check_shard_digests(report: dict, info: dict, digests: dict[str, str]) -> list[str]:
+    """Each shard file's sha256 against build_report.json's `shard_sha256`. A shard the
+    report does not list must be one the writer left empty (its sha256 is that of no bytes)."""
+    recorded = report.get("shard_sha256")
+    if not isinstance(recorded, dict):
+        return [f"{REPORT_FILE} has no shard_sha256 to check the shards against"]
+    problems = []
+    empty = hashlib.sha256(b"").hexdigest()
+    listed = {shard for _, shard, _ in examples.shards_of(info)}
+    for shard in sorted(listed & set(digests)):
+        if shard in recorded:
+            if digests[shard] != recorded[shard]:
+                problems.append(f"{shard}: sha256 {digests[shard]}, {REPORT_FILE} says "
+                                f"{recorded[shard]}")
+        elif digests[shard] != empty:
+            problems.append(f"{shard}: holds bytes, but {REPORT_FILE} does not list it")
+    problems += [f"{shard}: in {REPORT_FILE} but not in dataset_info.json"
+                 for shard in sorted(set(recorded) - listed)]
+    return problems
+
+
+def changed_columns(manifest_row: dict, shard_row: dict) -> list[str]:
+    """The shared columns in which an example differs from its manifest row."""
+    return [c for c in SHARED_COLUMNS if manifest_row.get(c) != shard_row.get(c)]
+
+
+def verify(dataset_dir: str) -> dict:
+    """Check a dataset folder; returns {"ok": bool, "problems": [...], counts...}."""
+    problems: list[str] = []
+    if not files.exists(files.join_path(dataset_dir, COMPLETED_FILE)):
+        problems.append("no COMPLETED marker: the build did not finish")
+    info = json.loads(files.read_bytes(files.join_path(dataset_dir, "dataset_info.json")))
+    manifest = pq.read_table(io.BytesIO(files.read_bytes(
+        files.join_path(dataset_dir, MANIFEST_FILE)))).to_pylist()
+    expected = {(r["image_id"], r["box_index"]): r for r in manifest}
+    if len(expected) != len(manifest):
+        problems.append(f"manifest has {len(manifest) - len(expected)} duplicate keys")
+    found, digests, examples_read = read_shards(dataset_dir, info, problems)
+    report_path = files.join_path(dataset_dir, REPORT_FILE)
+    if files.exists(report_path):
+        problems += check_shard_digests(json.loads(files.read_bytes(report_path)), info, digests)
+    else:
+        problems.append(f"no {REPORT_FILE}: the shards' sha256 cannot be checked")
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
-    changed = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    changed = {k: changed_columns(expected[k], found[k]) for k in sorted(set(expected) & set(found))}
+    changed = {k: cols for k, cols in changed.items() if cols}
     problems += [f"missing example {k}" for k in missing[:20]]
     problems += [f"extra example {k}" for k in extra[:20]]
-    problems += [f"changed example {k}: manifest {expected[k]}, shard {found[k]}"
-                 for k in changed[:20]]
+    problems += [f"changed example {k}: " + "; ".join(
+        f"{c} manifest {expected[k][c]!r}, shard {found[k][c]!r}" for c in cols)
+        for k, cols in list(changed.items())[:20]]
     return {"ok": not problems, "problems": problems, "examples_in_manifest": len(expected),
             "examples_read": examples_read, "missing": len(missing), "extra": len(extra),
             "changed": len(changed)}

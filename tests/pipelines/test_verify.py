@@ -1,0 +1,112 @@
+"""`verify` against tampering (issue 15, item 7): records edited and re-framed with fresh,
+valid CRCs, and shards whose bytes differ from build_report.json.
+
+The dataset is built once, from photos served on 127.0.0.1; every test tampers with a copy.
+"""
+import hashlib
+import json
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from pipelines import build, tfrecord, verify, write
+from tests.conftest import build_argv
+
+
+@pytest.fixture(scope="module")
+def dataset(_photo_site, tmp_path_factory):
+    files, srv = _photo_site
+    srv.reset()
+    out = tmp_path_factory.mktemp("verify")
+    assert build.main(build_argv(files, out / "ds", out / "cache", "--no_previews")) == 0
+    folder = out / "ds" / "hamburger_sandwich" / "1.0.0"
+    assert (folder / write.COMPLETED_FILE).exists()
+    return folder
+
+
+@pytest.fixture
+def copy(dataset, tmp_path):
+    return shutil.copytree(dataset, tmp_path / "copy")
+
+
+def _train_shard(folder):
+    return sorted(p for p in folder.iterdir() if "-train.tfrecord-" in p.name)[0]
+
+
+def _tamper(shard, edit, index: int = 0) -> tuple[str, int]:
+    """Edit the index-th example of a shard and re-frame every record (valid CRCs);
+    return the edited example's key."""
+    records = list(tfrecord.read_records(open(shard, "rb")))
+    example = tf.train.Example.FromString(records[index])
+    edit(example.features.feature)
+    records[index] = example.SerializeToString(deterministic=True)
+    shard.write_bytes(b"".join(tfrecord.frame(r) for r in records))
+    feats = example.features.feature
+    return feats["image_id"].bytes_list.value[0].decode(), feats["box_index"].int64_list.value[0]
+
+
+def _update_report_digest(folder, shard) -> None:
+    """What a careful tamperer does too: make build_report.json agree with the new bytes."""
+    report = json.loads((folder / write.REPORT_FILE).read_text())
+    report["shard_sha256"][shard.name] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (folder / write.REPORT_FILE).write_text(json.dumps(report))
+
+
+def test_an_untouched_dataset_verifies(dataset):
+    result = verify.verify(str(dataset))
+    assert result["ok"], result["problems"]
+    assert result["examples_read"] == result["examples_in_manifest"] > 0
+
+
+def test_a_flipped_label_with_fresh_crcs_fails_naming_the_example(copy):
+    shard = _train_shard(copy)
+
+    def flip(feats):
+        feats["label"].int64_list.value[0] = 1 - feats["label"].int64_list.value[0]
+
+    key = _tamper(shard, flip)
+    _update_report_digest(copy, shard)
+    result = verify.verify(str(copy))
+    assert not result["ok"] and result["changed"] == 1
+    [problem] = result["problems"]
+    assert problem.startswith(f"changed example {key}: label manifest ")
+    assert "label_index manifest" in problem
+    assert verify.main([str(copy)]) == 1
+
+
+def test_a_changed_box_fails_naming_the_example(copy):
+    shard = _train_shard(copy)
+
+    def widen(feats):
+        bbox = feats["bbox"].float_list.value
+        bbox[3] = min(1.0, bbox[3] + 0.05)  # xmax (TFDS order: ymin, xmin, ymax, xmax)
+
+    key = _tamper(shard, widen, index=1)
+    result = verify.verify(str(copy))
+    assert not result["ok"]
+    assert any(p.startswith(f"changed example {key}: xmax manifest ") for p in result["problems"])
+    assert any(p.startswith(f"{shard.name}: sha256 ") for p in result["problems"])
+
+
+def test_a_shard_whose_bytes_differ_from_the_report_fails(copy):
+    """Two records swapped: the same examples, valid CRCs, other bytes."""
+    shard = _train_shard(copy)
+    records = list(tfrecord.read_records(open(shard, "rb")))
+    assert len(records) >= 2
+    records[0], records[1] = records[1], records[0]
+    shard.write_bytes(b"".join(tfrecord.frame(r) for r in records))
+    result = verify.verify(str(copy))
+    assert not result["ok"] and result["changed"] == 0 and result["missing"] == 0
+    digest = hashlib.sha256(shard.read_bytes()).hexdigest()
+    assert result["problems"] == [f"{shard.name}: sha256 {digest}, build_report.json says "
+                                  f"{json.loads((copy / write.REPORT_FILE).read_text())['shard_sha256'][shard.name]}"]
+
+
+def test_a_record_that_is_not_an_example_is_reported(copy):
+    shard = _train_shard(copy)
+    records = list(tfrecord.read_records(open(shard, "rb")))
+    shard.write_bytes(b"".join(tfrecord.frame(r) for r in [b"\x0a\xff not a proto"] + records[1:]))
+    result = verify.verify(str(copy))
+    assert not result["ok"] and result["missing"] == 1
+    assert any(p.startswith(f"{shard.name}: record 1 is not an example") for p in result["problems"])
