@@ -28,7 +28,6 @@ past 64 bits) never raise: the range is parsed again as text and only the bad ro
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 from typing import BinaryIO
 
@@ -153,10 +152,14 @@ def record_start(f: BinaryIO, pos: int, table: TableFile, parity: int = 0) -> in
     # pos - 1 (window[0]); quotes are counted from pos (window[1]) on, as `parity` covers
     # everything before pos.
     f.seek(pos - 1)
-    window = f.read(min(_RESYNC_LIMIT, table.size - pos + 1))
+    limit = min(_RESYNC_LIMIT, table.size - pos + 1)
+    window = f.read(min(_PROBE, limit))
     at, quotes = 0, parity
     while True:
         newline = window.find(b"\n", at)
+        if newline < 0 and len(window) < limit:  # read on, up to the resync limit
+            window += f.read(min(len(window), limit - len(window)))
+            continue
         if newline < 0:
             break
         if table.quoted:
@@ -222,8 +225,8 @@ def _read_csv(data: bytes, table: TableFile, offset: int, columns: tuple[str, ..
                           _leading_image_id(text)))
         return "skip"
 
-    return pacsv.read_csv(io.BytesIO(data), *_csv_options(table.layout, columns, types,
-                                                          on_invalid))
+    return pacsv.read_csv(pa.BufferReader(data), *_csv_options(table.layout, columns, types,
+                                                                on_invalid))
 
 
 def _leading_image_id(text: str) -> str:

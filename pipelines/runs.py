@@ -56,8 +56,9 @@ class RunSlice:
 class RunWriter:
     """Buffers entries and writes them as sorted runs into a folder (local or remote)."""
 
-    def __init__(self, folder: str, limit_bytes: int = RUN_BYTES):
-        self._folder, self._limit = folder, limit_bytes
+    def __init__(self, folder: str, limit_bytes: int | None = None):
+        self._folder = folder
+        self._limit = RUN_BYTES if limit_bytes is None else limit_bytes
         self._entries: list[tuple[str, bytes, tuple, bytes, int]] = []
         self._bytes = 0
 
