@@ -109,37 +109,42 @@ def make_dataset(dataset_dir: str, split: str, image_size: int, batch_size: int,
                                     and n * image_size * image_size * 3 < CACHE_LIMIT_BYTES)
     buffer = max(1, min(n, 10_000))
     resize_to = image_size if image_size != info.image_size else 0
+    counter = epoch if epoch is not None or not training else epoch_counter()
 
-    def read(files: tf.data.Dataset, order_seed=None) -> tf.data.Dataset:
-        ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(paths)))
-        if order_seed is not None:  # training without the cache: shuffle bytes, then decode
-            ds = ds.shuffle(buffer, seed=order_seed + 1)
-        return (ds.batch(256).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    def epoch_seed() -> tf.Tensor:
+        """Inside a pass's function: read and bump the counter as the pass starts."""
+        # This function's graph-level seed: with a global seed of 0, TF fails on tensor op
+        # seeds (tensorflow#17284); it sets nothing outside the traced function.
+        tf.random.set_seed(seed + 1)
+        return tf.constant(seed, tf.int64) * 1_000_003 + counter.assign_add(1) - 1
+
+    def read(files: tf.data.Dataset) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(paths)))
+
+    def decoded(record_batches: tf.data.Dataset) -> tf.data.Dataset:
+        # Outside the per-pass functions, so tf.data tunes these maps' parallelism.
+        return (record_batches.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
                 .unbatch()
                 .map(lambda ex: decode(ex, resize_to), num_parallel_calls=AUTOTUNE,
                      deterministic=True))
 
+    def one_pass(make) -> tf.data.Dataset:
+        """A dataset that builds each pass anew with make(epoch_seed): batches cross the
+        flat_map, not single examples (it costs per element)."""
+        return tf.data.Dataset.from_tensors(0).flat_map(lambda _: make(epoch_seed()))
+
     files = tf.data.Dataset.from_tensor_slices(paths)
     if not training:
-        ds = read(files)
-        ds = ds.cache() if use_cache else ds
-    else:
-        counter = epoch if epoch is not None else epoch_counter()
-        decoded = read(files).cache() if use_cache else None
-
-        def one_epoch(_) -> tf.data.Dataset:
-            # This function's graph-level seed: with a global seed of 0, TF fails on tensor
-            # op seeds (tensorflow#17284); sets nothing outside the traced function.
-            tf.random.set_seed(seed + 1)
-            # Read and bump the counter as the pass starts: order depends on (seed, epoch).
-            order_seed = tf.constant(seed, tf.int64) * 1_000_003 + counter.assign_add(1) - 1
-            if decoded is not None:
-                return decoded.shuffle(buffer, seed=order_seed)
-            return read(files.shuffle(len(paths), seed=order_seed), order_seed)
-
-        ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+        ds = decoded(read(files).batch(256))
+        ds = (ds.cache() if use_cache else ds).batch(batch_size)
+    elif not use_cache:  # shuffle serialized records (cheap to buffer), then decode
+        ds = decoded(one_pass(lambda order: read(files.shuffle(len(paths), seed=order))
+                              .shuffle(buffer, seed=order + 1).batch(256))).batch(batch_size)
+    else:  # decode once, keep the images in memory, shuffle them there every pass
+        images = decoded(read(files).batch(256)).cache()
+        ds = one_pass(lambda order: images.shuffle(buffer, seed=order).batch(batch_size))
     # Batch uint8 images, then cast whole batches: a quarter of the bytes to move.
-    ds = (ds.batch(batch_size).map(to_pair, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = (ds.map(to_pair, num_parallel_calls=AUTOTUNE, deterministic=True)
           .apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))))
     options = tf.data.Options()
     options.deterministic = True
