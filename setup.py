@@ -37,6 +37,8 @@ setup(
         "pillow>=10.0",
         "simplejpeg>=1.7",
         "tensorflow>=2.16",
+        # TensorFlow 2.21 no longer depends on it; the trainer's TensorBoard logs need it.
+        "tensorboard>=2.16",
         "tensorflow-datasets>=4.9.4",
         "pyyaml>=6.0",
         "matplotlib>=3.7",

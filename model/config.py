@@ -2,6 +2,7 @@
 
     open-sandwiches train --dataset_dir out/hamburger_sandwich/1.0.0 --model_dir out/model
     open-sandwiches train --config train.yaml --epochs 10     # the command line wins
+    open-sandwiches train ... --arch mobilenet_v2 --weights imagenet --fine_tune_layers 20
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import json
 import typing
 
 ARCHS = ("simple_cnn", "mobilenet_v2", "efficientnet_b0")
+TRANSFER_ARCHS = ARCHS[1:]
+# Fields that say how to run, not what to train: not saved, not compared on a rerun.
+RUN_OPTIONS = ("overwrite",)
 
 
 @dataclasses.dataclass
@@ -31,6 +35,16 @@ class TrainConfig:
       augment: random flip, zoom, rotation, translation and contrast layers in the model.
       dropout: before the classifier.
       cache: keep decoded images in memory when they fit (auto), always (true), never (false).
+      fine_tune_layers: for the transfer archs, 0 trains the whole network at once; N > 0
+        first trains the head on a frozen base (BatchNorm in inference mode) until early
+        stopping, then unfreezes the base's top N layers (BatchNorm layers stay frozen)
+        and trains on: Chollet's "very little data" recipe.
+      fine_tune_learning_rate: Adam's rate in the fine-tuning phase (low, so the
+        pretrained features are adjusted, not destroyed).
+      fine_tune_epochs: most epochs of the fine-tuning phase (0: as many as --epochs).
+      overwrite: replace a model folder that holds another run (a different config, or a
+        finished run). Without it, a rerun resumes an unfinished run of the same config
+        and reports a finished one without training again.
     """
 
     dataset_dir: str = ""
@@ -47,6 +61,10 @@ class TrainConfig:
     augment: bool = True
     dropout: float = 0.5
     cache: str = "auto"
+    fine_tune_layers: int = 0
+    fine_tune_learning_rate: float = 1e-5
+    fine_tune_epochs: int = 0
+    overwrite: bool = False
 
     def validate(self) -> "TrainConfig":
         if not self.dataset_dir:
@@ -59,10 +77,22 @@ class TrainConfig:
             raise ValueError("--cache must be auto, true or false")
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 0:
             raise ValueError("--batch_size and --epochs must be >= 1, --patience >= 0")
+        if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
+            raise ValueError("--fine_tune_layers and --fine_tune_epochs must be >= 0")
+        if self.fine_tune_layers and self.arch not in TRANSFER_ARCHS:
+            raise ValueError(f"--fine_tune_layers needs a pretrained base: --arch one of "
+                             f"{TRANSFER_ARCHS}, not {self.arch!r}")
+        if not self.fine_tune_learning_rate > 0:
+            raise ValueError("--fine_tune_learning_rate must be > 0")
         return self
 
+    def identity(self) -> dict:
+        """What the trained model depends on: the fields a rerun must match to resume."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_OPTIONS}
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        """config.json: the identity, loadable again with --config."""
+        return json.dumps(self.identity(), indent=2)
 
 
 def _parse_bool(text: str) -> bool:
@@ -81,9 +111,9 @@ def from_args(argv: list[str]) -> TrainConfig:
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         kind = hints[field.name]
-        conv = _parse_bool if kind is bool else kind
-        p.add_argument(f"--{field.name}", type=conv, default=None,
-                       choices=ARCHS if field.name == "arch" else None)
+        extra = {"nargs": "?", "const": True} if kind is bool else {}  # `--overwrite` alone
+        p.add_argument(f"--{field.name}", type=_parse_bool if kind is bool else kind,
+                       default=None, choices=ARCHS if field.name == "arch" else None, **extra)
     args = p.parse_args(argv)
     values: dict = {}
     if args.config:

@@ -111,9 +111,7 @@ def predict(model_dir: str, paths: list[str]) -> list[tuple[str, dict[str, float
     labels, size = meta["labels"], meta["image_size"]
     out = []
     for path in paths:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image = tf.image.resize(image, (size, size), antialias=True)
-        image = tf.clip_by_value(tf.round(image), 0, 255)[tf.newaxis]
+        image = data.load_image(tf.io.read_file(path), size)[tf.newaxis]
         probs = network.probabilities(model.predict_on_batch(image), len(labels))[0]
         out.append((path, {label: float(p) for label, p in zip(labels, probs)}))
     return out

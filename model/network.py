@@ -2,6 +2,9 @@
 
 The model takes raw pixel values (0..255, any numeric dtype): augmentation (training only)
 and rescaling are layers inside it, so a saved model.keras serves photos as they come.
+For fine-tuning, the pretrained base is built frozen and called in inference mode
+(`training=False`, as in Keras' transfer-learning guide), so its BatchNorm statistics
+stay those of the pretraining data when `unfreeze_top` later opens its top layers.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def augmentation(seed: int) -> keras.Sequential:
     ], name="augmentation")
 
 
-def _simple_cnn(x, dropout: float):
+def _simple_cnn(x, dropout: float, seed: int):
     """The article's network: three conv blocks, one dense layer, dropout."""
     x = layers.Rescaling(1.0 / 255)(x)
     for filters in (32, 64, 128):
@@ -34,7 +37,25 @@ def _simple_cnn(x, dropout: float):
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
-    return layers.Dropout(dropout)(x)
+    return layers.Dropout(dropout, seed=seed)(x)
+
+
+def base_of(model: keras.Model) -> keras.Model:
+    """The pretrained base inside a transfer model (named after the model's arch)."""
+    return model.get_layer(f"{model.name}_base")
+
+
+def unfreeze_top(model: keras.Model, layers_to_train: int) -> list[str]:
+    """Make the base's top `layers_to_train` layers trainable, except BatchNorm layers, which
+    stay frozen (keras-io's EfficientNet fine-tuning example does the same); the rest of the
+    base stays frozen. Returns the names of the base layers that now train."""
+    base = base_of(model)
+    base.trainable = True
+    top = base.layers[len(base.layers) - layers_to_train:] if layers_to_train > 0 else []
+    opened = {id(layer) for layer in top if not isinstance(layer, layers.BatchNormalization)}
+    for layer in base.layers:
+        layer.trainable = id(layer) in opened
+    return [layer.name for layer in base.layers if id(layer) in opened]
 
 
 def _backbone(arch: str, input_shape, weights: str):
@@ -43,7 +64,8 @@ def _backbone(arch: str, input_shape, weights: str):
             "efficientnet_b0": keras.applications.EfficientNetB0}[arch]
     want = "imagenet" if weights == "imagenet" else None
     try:
-        base = ctor(input_shape=input_shape, include_top=False, weights=want, pooling="avg")
+        base = ctor(input_shape=input_shape, include_top=False, weights=want, pooling="avg",
+                    name=f"{arch}_base")
     except Exception as err:  # keras raises URLError/HTTPError/ValueError wrappers offline
         if want == "imagenet":
             raise OfflineWeightsError(
@@ -56,20 +78,24 @@ def _backbone(arch: str, input_shape, weights: str):
 
 def make_model(input_shape: tuple[int, int, int], num_classes: int, arch: str = "simple_cnn",
                weights: str = "none", augment: bool = True, dropout: float = 0.5,
-               seed: int = 0) -> keras.Model:
+               seed: int = 0, frozen_base: bool = False) -> keras.Model:
     """Build the classifier. Two classes get one sigmoid unit (as in the article), more get
-    a softmax. `weights` may be a path to weights of the same architecture."""
+    a softmax. `weights` may be a path to weights of the same architecture. `frozen_base`
+    (transfer archs): the base does not train and runs in inference mode, for fine-tuning."""
     inputs = keras.Input(shape=input_shape, name="image")  # pixel values 0..255
     x = inputs
     if augment:
         x = augmentation(seed)(x)
     if arch == "simple_cnn":
-        x = _simple_cnn(x, dropout)
+        x = _simple_cnn(x, dropout, seed + 5)
     else:
         if arch == "mobilenet_v2":
             x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(x)  # MobileNetV2 wants [-1, 1]
         base = _backbone(arch, input_shape, weights)  # EfficientNet rescales itself
-        x = layers.Dropout(dropout)(base(x))
+        if frozen_base:
+            base.trainable = False
+        x = layers.Dropout(dropout, seed=seed + 5)(base(x, training=False) if frozen_base
+                                                  else base(x))
     if num_classes == 2:
         outputs = layers.Dense(1, activation="sigmoid", name="probability")(x)
     else:

@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("model.train", "train a Keras classifier on a built dataset"),
     "evaluate": ("model.evaluate", "per-class precision and recall, confusion matrix, mistakes"),
     "predict": ("model.evaluate:predict_main", "class probabilities for image files"),
+    "export": ("model.export", "a SavedModel that serves JPEG bytes: class names, probabilities"),
     "demo": ("pipelines.demo.run", "run the tool offline on a generated mini Open Images"),
     "demo-catalog": ("pipelines.demo.catalog", "write a synthetic Open Images catalog"),
     "serve-images": ("pipelines.demo.server", "serve a catalog's photos on 127.0.0.1, with faults"),

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = os.path.join(out, "model")
     print(f"\n4. train -> {model_dir}\n")
     summary = train.train(TrainConfig(dataset_dir=dataset_dir, model_dir=model_dir,
-                                      epochs=args.epochs, seed=args.seed))
+                                      epochs=args.epochs, seed=args.seed, overwrite=True))
     print(f"   {summary['epochs_run']} epochs in {summary['seconds']} s (best: epoch "
           f"{summary['best_epoch']})")
     print(f"\n5. evaluate -> {model_dir}/metrics.json\n")

@@ -8,45 +8,24 @@ from PIL import Image
 
 from model import config as train_config
 from model import evaluate, network, train
-from pipelines import build
-from pipelines.demo import catalog, server
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """160 photos of Hamburger (bands) and Sandwich (stripes), built at 64 px."""
-    out = tmp_path_factory.mktemp("train_data")
-    os.makedirs(out / "photos")
-    srv = server.ImageServer(str(out / "photos"))
-    files = catalog.write_catalog(str(out), ["Hamburger", "Sandwich"], 160, seed=4,
-                                  photos=True, photo_size=(320, 240), base_url=srv.base_url)
-    with srv:
-        assert build.main(["--classes", "Hamburger", "Sandwich", *files.flags(),
-                           "--output_dir", str(out / "ds"), "--allow_private_network",
-                           "--cache_dir", str(out / "cache"), "--image_source", "original",
-                           "--image_size", "64", "--quiet"]) == 0
-    return str(out / "ds" / "hamburger_sandwich" / "1.0.0")
-
-
-@pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("model"))
-    cfg = train_config.TrainConfig(dataset_dir=dataset, model_dir=model_dir, epochs=8,
-                                   patience=4, seed=1)
-    summary = train.train(cfg)
-    return dataset, model_dir, summary
 
 
 def test_training_writes_model_history_curves_config_and_log(trained):
     dataset, model_dir, summary = trained
-    for name in ("model.keras", "history.json", "training_curves.png", "config.json",
-                 "labels.json", "train.log"):
+    for name in ("model.keras", "best.weights.h5", "history.json", "training_log.csv",
+                 "training_curves.png", "config.json", "labels.json", "train.log",
+                 "progress.json"):
         assert os.path.getsize(os.path.join(model_dir, name)) > 0, name
+    assert not os.path.exists(os.path.join(model_dir, "backup"))  # removed once complete
     history = json.load(open(os.path.join(model_dir, "history.json")))
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert len(history["loss"]) == summary["epochs_run"] <= 8
     log_lines = open(os.path.join(model_dir, "train.log")).read().splitlines()
-    assert len(log_lines) == summary["epochs_run"] and log_lines[0].startswith("epoch 1/8:")
+    assert log_lines[0] == "phase train: learning rate 0.001, epochs 1 to 8 at most"
+    assert [line.split(":")[0] for line in log_lines[1:]] == [
+        f"epoch {e}/8" for e in range(1, summary["epochs_run"] + 1)]
+    assert json.load(open(os.path.join(model_dir, "progress.json"))) == {
+        "phases_done": {"train": summary["epochs_run"]}, "complete": True}
     assert Image.open(os.path.join(model_dir, "training_curves.png")).size == (1000, 400)
     saved = json.load(open(os.path.join(model_dir, "config.json")))
     assert saved["seed"] == 1 and saved["batch_size"] == 16 and saved["arch"] == "simple_cnn"
