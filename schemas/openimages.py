@@ -39,7 +39,7 @@ _BOX_13 = (
     ("XMax", pa.float64()),
     ("YMin", pa.float64()),
     ("YMax", pa.float64()),
-) + tuple((flag, pa.int8()) for flag in IS_FLAGS)
+) + tuple((flag, pa.int64()) for flag in IS_FLAGS)  # wide: 128 is a bad flag, not a bad row
 
 _XCLICKS = tuple((f"XClick{i}{axis}", pa.float32()) for axis in "XY" for i in range(1, 5))
 

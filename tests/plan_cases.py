@@ -95,8 +95,8 @@ def quirky_catalog(out: str) -> catalog.CatalogFiles:
 
 def _csv_line(fields: list[str]) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(fields)
-    return out.getvalue()
+    csv.writer(out, lineterminator="\r\n").writerow(fields)  # quotes fields with newlines
+    return out.getvalue()[:-2]
 
 
 def make_catalog(kind: str, out: str) -> catalog.CatalogFiles:

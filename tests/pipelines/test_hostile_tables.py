@@ -1,0 +1,179 @@
+"""Hostile tables never stop a build nor hide a box (issue 15, items 2-4 and the scan's
+accounting): values that do not fit their type, a stray quote, titles that hold forged
+row starts, at any range size; and the rows found never depend on the range size."""
+import csv
+import io
+import json
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines import build, csvscan, keys, plan, rows, write
+from schemas import openimages
+from tests.conftest import build_argv
+
+HAMBURGER, SANDWICH = "/m/0cdn1", "/m/0l515"
+BOX_HEADER = ",".join(openimages.variant_by_name("boxes_13").columns)
+IMAGE_COLUMNS = openimages.variant_by_name("images_12").columns
+
+
+def _csv_line(fields) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(fields)  # quotes fields with newlines
+    return out.getvalue()[:-2]
+
+
+def _hostile_copy(files, out_dir, orphan_id: str):
+    """The photo catalog's tables, plus hostile rows. Returns (tables, box lines of the
+    selected classes, the selected lines that cannot parse as rows)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(files.bbox_csv) as f:
+        header, *lines = f.read().splitlines()
+    with open(files.images_csv, newline="") as f:
+        image_rows = list(csv.reader(f))
+    ours = [l for l in lines if l.split(",")[2] in (HAMBURGER, SANDWICH)]
+    photo = ours[0].split(",")
+    hostile = [
+        ",".join(photo[:9] + ["128"] + photo[10:]),                  # Is* flag past int8
+        ",".join(photo[:9] + ["-129"] + photo[10:]),
+        ",".join(photo[:9] + ["99999999999999999999"] + photo[10:]),  # past 64 bits
+        ",".join(photo[:1] + ['"xclick'] + photo[2:]),                # a stray quote
+        ",".join(photo[:1] + ['xcl"ick'] + photo[2:6] + ["0.7", "0.9"] + photo[8:]),
+    ]
+    unparseable = hostile[2:3]
+    # An orphan box (no image row) whose photo a forged title row would claim.
+    orphan = ",".join([orphan_id] + photo[1:])
+    lines = lines + hostile + [orphan]
+    random.Random(3).shuffle(lines)
+    bbox = os.path.join(out_dir, "boxes.csv")
+    with open(bbox, "w") as f:
+        f.write(header + "\n" + "\n".join(lines) + "\n")
+    head, body = image_rows[0], image_rows[1:]
+    forged = _csv_line([orphan_id] + body[0][1:])
+    body[1][7] = f"Lunch\n{forged}\nand more"                    # a title holding a row start
+    body[2][8] = "123456789012345678901234567890"                 # OriginalSize past 64 bits
+    images = os.path.join(out_dir, "images.csv")
+    with open(images, "w", newline="") as f:
+        f.write("\n".join(_csv_line(r) for r in [head] + body) + "\n")
+    from pipelines.demo.catalog import CatalogFiles
+    selected = [l for l in lines if len(l.split(",")) > 2 and l.split(",")[2] in (HAMBURGER, SANDWICH)]
+    return (CatalogFiles(files.class_descriptions, files.hierarchy, bbox, images), selected,
+            unparseable, body[2][0])
+
+
+@pytest.mark.parametrize("range_mb", ["64", "0.0003"])
+def test_a_build_over_hostile_tables_completes_and_accounts_for_every_box(
+        photo_site, tmp_path, range_mb):
+    files, srv = photo_site
+    tables, selected, unparseable, big_size_photo = _hostile_copy(
+        files, tmp_path / "tables", "feedfacecafebeef")
+    argv = build_argv(tables, tmp_path / "out", tmp_path / "cache", "--no_previews",
+                      "--scan_range_mb", range_mb)
+    assert build.main(argv) == 0
+    folder = tmp_path / "out" / "hamburger_sandwich" / "1.0.0"
+    assert (folder / write.COMPLETED_FILE).exists()
+    report = json.loads((folder / write.REPORT_FILE).read_text())
+    assert report["invariant"]["lost"] == 0
+    assert all(s["complete"] for s in report["scan"].values())
+    failures = plan.read_failures(str(folder))
+    examples = report["invariant"]["examples"]
+    with_box = [f for f in failures if f["mid"]]
+    bad_rows = [f for f in failures if f["reason"] == "bad_row"]
+    # every selected box line is one example, one failure of its box, or one bad row
+    assert examples + len(with_box) + len(bad_rows) == len(selected)
+    assert len(bad_rows) == len(unparseable) == 1 and "64 bits" in bad_rows[0]["detail"]
+    reasons = {(f["image_id"], f["reason"]) for f in with_box}
+    assert ("feedfacecafebeef", "no_image_row") in reasons   # the forged row was not read
+    assert any(r == "bad_box" for _, r in reasons)           # the 128 and -129 flags
+    assert (big_size_photo, "bad_image_row") in reasons
+    detail = next(f["detail"] for f in with_box if f["image_id"] == big_size_photo)
+    assert "OriginalSize" in detail
+
+
+def _image_table(titles: list[str], forged_ids: list[str], crlf: bool) -> tuple[bytes, list]:
+    """An image table whose titles hold quotes, commas, newlines and forged row starts."""
+    eol = "\r\n" if crlf else "\n"
+    lines, expected = [",".join(IMAGE_COLUMNS)], []
+    for i, title in enumerate(titles):
+        image_id = f"{i + 1:016x}"
+        if forged_ids:
+            fake = forged_ids[i % len(forged_ids)]
+            title = f"{title}\n{fake},train,http://evil/{fake}.jpg,x,y,z,A,T,1,m,,0\n"
+        fields = [image_id, "train", f"http://h/{image_id}.jpg", "http://l", "lic", "http://a",
+                  'Jo "JJ", Smith', title, "12", "AAAAAAAAAAAAAAAAAAAAAA==", "", "0.0"]
+        lines.append(_csv_line(fields))
+        expected.append((image_id, title))
+    return eol.join(lines).encode(), expected
+
+
+def _rows_found(data: bytes, tmp_path, range_bytes: int, wanted: list[str]) -> list:
+    path = tmp_path / "images.csv"
+    path.write_bytes(data)
+    table = csvscan.open_table(str(path), openimages.IMAGES)
+    ids = np.sort(keys.image_ids_to_u64(pa.array(wanted))[0])
+    found = []
+    with open(path, "rb") as f:
+        for _, offset, chunk in csvscan.aligned_ranges(f, table, range_bytes):
+            parsed, _ = csvscan.parse_images(chunk, table, offset, ids)
+            batch = rows.image_batch(parsed)
+            found += list(zip(parsed["ImageID"].to_pylist(), batch["title"].to_pylist(),
+                              batch["problem"].to_pylist()))
+    return found
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(titles=st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"),
+                               max_size=25), min_size=1, max_size=12),
+       forge=st.booleans(), crlf=st.booleans(), range_bytes=st.integers(3, 3000))
+def test_image_rows_found_are_the_same_at_every_range_size(tmp_path_factory, titles, forge,
+                                                           crlf, range_bytes):
+    forged = ["00000000000000ff", "0000000000000001"] if forge else []
+    data, expected = _image_table(titles, forged, crlf)
+    tmp = tmp_path_factory.mktemp("ranges")
+    wanted = sorted({i for i, _ in expected} | set(forged))
+    got = _rows_found(data, tmp, range_bytes, wanted)
+    assert [(i, t) for i, t, _ in got] == expected   # no forged row, no row lost
+    assert {p for _, _, p in got} == {""}
+    assert got == _rows_found(data, tmp, 1 << 20, wanted)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.sampled_from([
+    "00000000000000a1,xclick,/m/0cdn1,1,0.1,0.5,0.1,0.5,0,0,0,0,0",
+    '00000000000000a2,"xclick,/m/0cdn1,1,0.1,0.5,0.1,0.5,0,0,0,0,0',      # stray quote
+    '"00000000000000a3","xclick","/m/0cdn1","1","0.1","0.5","0.1","0.5","0","0","0","0","0"',
+    "00000000000000a4,xclick,/m/0cdn1,1,0.1,0.5,0.1,0.5,128,0,0,0,0",     # flag past int8
+    "00000000000000a5,xclick,/m/0cdn1,1,0.1,0.5,0.1,0.5,0,0,0",           # short
+    "00000000000000a6,xclick,/m/0cdn1,1,abc,0.5,0.1,0.5,0,0,0,0,0",       # not a number
+    "00000000000000a7,xc\"l\"ick,/m/0l515,1,0.2,0.6,0.1,0.5,0,1,0,0,-1",
+]), min_size=1, max_size=30), range_bytes=st.integers(3, 2000))
+def test_box_rows_found_are_the_same_at_every_range_size(tmp_path_factory, lines, range_bytes):
+    path = tmp_path_factory.mktemp("boxes") / "boxes.csv"
+    path.write_text(BOX_HEADER + "\n" + "\n".join(lines) + "\n")
+    table = csvscan.open_table(str(path), openimages.BOXES)
+    mids = (HAMBURGER, SANDWICH)
+
+    def scan(size):
+        kept, bad, read = [], [], 0
+        with open(path, "rb") as f:
+            for _, offset, data in csvscan.aligned_ranges(f, table, size):
+                t, b, n = csvscan.parse_and_filter(data, table, offset, rows.BOX_COLUMNS,
+                                                   "LabelName", pa.array(mids))
+                boxes, fails, _ = rows.box_batch(t, mids, {HAMBURGER: 0, SANDWICH: 1},
+                                                 rows.BoxFilters())
+                kept += sorted(boxes["image_id"].to_pylist())
+                bad += [x.reason for x in b] + [x["reason"] for x in fails.to_pylist()]
+                read += n
+        return sorted(kept), sorted(bad), read
+
+    kept, bad, read = scan(range_bytes)
+    assert (kept, bad, read) == scan(1 << 20)
+    assert read == len(lines) == len(kept) + len(bad)  # a bad line costs only itself
+    good = {"a1", "a2", "a3", "a7"}
+    ids = [line.lstrip('"')[14:16] for line in lines]
+    assert [f"{v:016x}"[-2:] for v in kept] == sorted(i for i in ids if i in good)
