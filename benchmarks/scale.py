@@ -1,15 +1,23 @@
-"""Benchmark: a full-size build on one machine, and what the full training split would take.
+"""Benchmark: full-size builds on one machine: memory as the dataset grows, runners agreeing.
 
-On the full-size synthetic tables (14.6M boxes, 1.74M images; benchmarks/.data), builds a
-20,000-crop Hamburger/Sandwich dataset (`--max_per_class 10000`) from the local image
-server with 100 ms added latency (its own process, serving a pool of 300 rendered photos
-for any ImageID), on DirectRunner multi-processing with 2 workers. Reports wall time, peak
-memory, scan rows/s, fetch photos/s, crops/s and each stage's share of busy time, and,
-side by side, the scan against the pyarrow+pandas baseline and the fetch against a
-sequential `requests.get` loop (on 300 of the same URLs). Ends with an estimate, and its
-basis, for the full training split on Dataflow. Asserts nothing.
+On the full-size synthetic tables (14.6M boxes, 1.74M images; benchmarks/.data), builds
+datasets of two generated classes with over 200K boxes each (Eagle and Loveseat), capped by
+`--max_per_class`, from the local image server with 100 ms added latency (its own process,
+serving a pool of 300 rendered 640x480 photos for any ImageID), 224x224 crops. Each build
+runs in its own process, so its peak memory is its own.
 
-    python -m benchmarks.scale [--per_class 10000]
+    python -m benchmarks.scale memory [--per_class 10000 50000]
+        in-process builds of 20K and 100K crops: peak RSS of each, and the ratio (target:
+        the larger build peaks at <= 1.3x the smaller);
+    python -m benchmarks.scale modes [--per_class 10000 --runs 3]
+        one in-process build and three multi_processing (2 workers) builds of the same
+        20K crops: boxes lost by each (target: none) and whether their shards are
+        byte-identical to the in-process build's;
+    python -m benchmarks.scale rates [--per_class 10000]
+        one in-process build, with stage shares and, side by side, the scan against the
+        pyarrow baseline and the fetch against a sequential requests loop.
+
+Asserts nothing; prints tables.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import requests
 from benchmarks import common
 
 LATENCY_MS = 100
+CLASSES = ("Eagle", "Loveseat")
 
 
 def _start_server(work: str) -> tuple[subprocess.Popen, str]:
@@ -43,46 +52,67 @@ def child_build(args) -> dict:
     from pipelines import build
     files = common.full_size_tables(1.0)
     out = tempfile.mkdtemp(prefix="bench_scale_")
+    workers = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"] \
+        if args.mode == "multi_processing" else []
     start = time.perf_counter()
     report = build.run([
-        "--classes", "Hamburger", "Sandwich", "--version", "v4", "--bbox_csv", files.bbox_csv,
+        "--classes", *CLASSES, "--version", "v4", "--bbox_csv", files.bbox_csv,
         "--images_csv", files.images_csv, "--output_dir", out, "--max_per_class",
-        str(args.per_class), "--image_source", "template", "--url_template",
+        str(args.per_class[0]), "--image_source", "template", "--url_template",
         args.base_url + "/{subset}/{image_id}.jpg", "--allow_private_network",
-        "--cache_dir", os.path.join(out, "cache"), "--image_size", "224",
-        "--direct_running_mode", args.mode, "--direct_num_workers",
-        "2" if args.mode == "multi_processing" else "1", "--no_previews"])
+        "--cache_dir", os.path.join(out, "cache"), "--image_size", "224", "--no_previews",
+        *workers])
     return {"seconds": time.perf_counter() - start, "report": report, **common.peak_rss_mib()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per_class", type=int, default=10_000)
-    p.add_argument("--mode", choices=("multi_processing", "in_memory"), default="multi_processing")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--base_url", default="", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(child_build(args), default=str))
-        return 0
+def _build(base_url: str, per_class: int, mode: str) -> dict:
+    return common.run_child(["-m", "benchmarks.scale", "child", "--base_url", base_url,
+                             "--per_class", str(per_class), "--mode", mode])
+
+
+def _peak(r: dict) -> float:
+    return max(r["peak_rss_mib"], r["peak_child_rss_mib"])
+
+
+def memory(base_url: str, sizes: list[int]) -> None:
+    runs = [(n, _build(base_url, n, "in_memory")) for n in sizes]
+    print(f"\n{'crops':>9}{'photos':>9}{'wall s':>9}{'peak MiB':>10}{'vs first':>10}{'lost':>6}")
+    first = _peak(runs[0][1])
+    for n, r in runs:
+        inv = r["report"]["invariant"]
+        photos = r["report"]["metrics"]["counters"].get("fetch/photos_fetched", 0)
+        print(f"{inv['examples']:>9,}{photos:>9,}{r['seconds']:>9.0f}{_peak(r):>10.0f}"
+              f"{_peak(r) / first:>10.2f}{inv['lost']:>6}")
+    print("\ntarget: the larger build peaks at <= 1.3x the smaller")
+
+
+def modes(base_url: str, per_class: int, n_runs: int) -> None:
+    reference = _build(base_url, per_class, "in_memory")
+    runs = [("in-process", reference)] + [(f"multi_processing #{i + 1}",
+                                           _build(base_url, per_class, "multi_processing"))
+                                          for i in range(n_runs)]
+    digests = reference["report"]["shard_sha256"]
+    print(f"\n{'build':<22}{'wall s':>8}{'peak MiB':>10}{'examples':>10}{'failures':>10}"
+          f"{'lost':>6}  shards identical")
+    for name, r in runs:
+        inv = r["report"]["invariant"]
+        same = r["report"]["shard_sha256"] == digests
+        print(f"{name:<22}{r['seconds']:>8.0f}{_peak(r):>10.0f}{inv['examples']:>10,}"
+              f"{inv['fetch_and_crop_failures']:>10,}{inv['lost']:>6}  {same}")
+
+
+def rates(base_url: str, per_class: int) -> None:
+    built = _build(base_url, per_class, "in_memory")
+    baseline = common.run_child(["-m", "benchmarks.plan_scale", "--child", "baseline",
+                                 "--selection", "25k"])
     files = common.full_size_tables(1.0)
-    work = tempfile.mkdtemp(prefix="bench_scale_photos_")
-    server, base_url = _start_server(work)
-    try:
-        built = common.run_child(["-m", "benchmarks.scale", "--child", "--base_url", base_url,
-                                  "--per_class", str(args.per_class), "--mode", args.mode])
-        baseline = common.run_child(["-m", "benchmarks.scan", "--child", "baseline"])
-        import pandas as pd
-        ids = pd.read_csv(files.images_csv, usecols=["ImageID"], nrows=300).ImageID
-        urls = [f"{base_url}/train/{i}.jpg" for i in ids]
-        start = time.perf_counter()
-        for url in urls:
-            requests.get(url, timeout=30).raise_for_status()
-        sequential_rate = len(urls) / (time.perf_counter() - start)
-    finally:
-        server.terminate()
-        server.wait()
+    import pandas as pd
+    ids = pd.read_csv(files.images_csv, usecols=["ImageID"], nrows=300).ImageID
+    urls = [f"{base_url}/train/{i}.jpg" for i in ids]
+    start = time.perf_counter()
+    for url in urls:
+        requests.get(url, timeout=30).raise_for_status()
+    sequential_rate = len(urls) / (time.perf_counter() - start)
     r = built["report"]
     counters, timings = r["metrics"]["counters"], r["metrics"]["timings"]
     secs = built["seconds"]
@@ -90,36 +120,49 @@ def main(argv: list[str] | None = None) -> int:
     photos = counters["fetch/photos_fetched"] + counters.get("fetch/photos_failed", 0)
     crops = counters["crop/crops"]
     busy = {"scan": timings["timing/scan_boxes_ms"]["sum"] + timings["timing/scan_images_ms"]["sum"],
-            "fetch": timings["timing/fetch_ms"]["sum"], "crop": timings["timing/crop_ms"]["sum"],
+            "join": timings["timing/join_ms"]["sum"], "fetch": timings["timing/fetch_ms"]["sum"],
+            "crop": timings["timing/crop_ms"]["sum"],
             "serialize": timings["timing/serialize_us"]["sum"] / 1000,
             "write": timings["timing/write_shard_ms"]["sum"]}
-    total_busy = sum(busy.values())
-    scan_s = busy["scan"] / 1000
-    print(f"\nbuild of {crops:,} crops from {photos:,} photos on 14.6M + 1.74M rows, "
-          f"{args.mode}, {LATENCY_MS} ms latency\n")
-    print(f"wall time {secs:.0f} s, peak memory {max(built['peak_rss_mib'], built['peak_child_rss_mib']):.0f} "
-          f"MiB (launcher {built['peak_rss_mib']:.0f}, largest worker {built['peak_child_rss_mib']:.0f})")
-    print(f"lost boxes: {r['invariant']['lost']}; failures: {r['failures_by_stage_and_reason']}")
+    total = sum(busy.values())
+    print(f"\nbuild of {crops:,} crops from {photos:,} photos, in-process, {LATENCY_MS} ms "
+          f"latency: {secs:.0f} s, peak {_peak(built):.0f} MiB, lost {r['invariant']['lost']}")
     print(f"\n{'stage':<12}{'busy s':>9}{'share':>8}")
     for stage, ms in busy.items():
-        print(f"{stage:<12}{ms / 1000:>9.1f}{ms / total_busy:>8.0%}")
-    print(f"\nscan: {rows / scan_s / 1e6:.2f} M rows/s of stage time; baseline pyarrow+pandas "
-          f"read+join {baseline['seconds']:.1f} s vs the scan stages' {scan_s:.1f} s busy "
-          f"(ratio {scan_s / baseline['seconds']:.2f})")
+        print(f"{stage:<12}{ms / 1000:>9.1f}{ms / total:>8.0%}")
+    scan_s = busy["scan"] / 1000
+    print(f"\nscan: {rows / scan_s / 1e6:.2f} M rows/s of stage time; pyarrow read+join of "
+          f"two classes {baseline['seconds']:.1f} s")
     print(f"fetch: {photos / secs:.0f} photos/s over the build's wall time; sequential loop "
-          f"{sequential_rate:.1f} photos/s (ratio {photos / secs / sequential_rate:.0f}x)")
-    print(f"crop: {crops / (busy['crop'] / 1000):.0f} crops/s per busy core; "
-          f"{crops / secs:.0f} crops/s over wall time")
-    per_core_photo_s = (busy["fetch"] + busy["crop"] + busy["serialize"] + busy["write"]) / 1000 / photos
-    full_photos, full_boxes = 1_743_042, 14_610_229
-    core_hours = full_photos * per_core_photo_s / 3600
-    print(f"\nestimate, full training split ({full_photos:,} photos, {full_boxes:,} boxes), all "
-          f"classes: {per_core_photo_s * 1000:.1f} ms of worker time per photo here "
-          f"(fetch wait included) -> {core_hours:.0f} core-hours; on Dataflow with 32 "
-          f"n1-standard-4 workers (128 vCPUs) about {core_hours / 128 * 60:.0f} minutes of "
-          f"processing, plus start-up. Network-bound in practice: at 64 requests in flight "
-          f"per worker and ~300 ms per CVDF response, 32 workers fetch ~{32 * 64 / 0.3:,.0f} "
-          f"photos/s, {full_photos / (32 * 64 / 0.3) / 60:.0f} minutes for all photos.")
+          f"{sequential_rate:.1f} photos/s ({photos / secs / sequential_rate:.0f}x)")
+    print(f"crop: {crops / (busy['crop'] / 1000):.0f} crops/s per busy core")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("memory", "modes", "rates", "child"))
+    p.add_argument("--per_class", type=int, nargs="+", default=None)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--mode", choices=("multi_processing", "in_memory"), default="in_memory",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--base_url", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.what == "child":
+        print(json.dumps(child_build(args), default=str))
+        return 0
+    common.full_size_tables(1.0)
+    server, base_url = _start_server(tempfile.mkdtemp(prefix="bench_scale_photos_"))
+    try:
+        if args.what == "memory":
+            memory(base_url, args.per_class or [10_000, 50_000])
+        elif args.what == "modes":
+            modes(base_url, (args.per_class or [10_000])[0], args.runs)
+        else:
+            rates(base_url, (args.per_class or [10_000])[0])
+    finally:
+        server.terminate()
+        server.wait()
     return 0
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import operator
+import os
 import struct
 import uuid
 from typing import BinaryIO, Iterable, Iterator
@@ -59,13 +60,17 @@ class RunWriter:
     def __init__(self, folder: str, limit_bytes: int | None = None):
         self._folder = folder
         self._limit = RUN_BYTES if limit_bytes is None else limit_bytes
-        self._entries: list[tuple[str, bytes, tuple, bytes, int]] = []
+        self._entries: list[tuple[str, bytes, tuple, tuple[bytes, ...], int]] = []
         self._bytes = 0
 
-    def add(self, partition: tuple, key: bytes, value: bytes, size: int = 0) -> list[RunSlice]:
-        """Buffer one entry; returns the slices of a run written because the buffer filled."""
-        self._entries.append((repr(partition), key, partition, value, size))
-        self._bytes += len(key) + len(value) + 64
+    def add(self, partition: tuple, key: bytes, value: bytes | tuple[bytes, ...],
+            size: int = 0) -> list[RunSlice]:
+        """Buffer one entry (a value may come in parts, written one after another, so a
+        large one is never copied to be joined); returns the slices of a run written
+        because the buffer filled."""
+        parts = value if isinstance(value, tuple) else (value,)
+        self._entries.append((repr(partition), key, partition, parts, size))
+        self._bytes += len(key) + sum(map(len, parts)) + 64
         return self.flush() if self._bytes >= self._limit else []
 
     def flush(self) -> list[RunSlice]:
@@ -76,22 +81,33 @@ class RunWriter:
         entries.sort(key=operator.itemgetter(0, 1))
         path = files.join_path(self._folder, f"{uuid.uuid4().hex}.run")
         slices: list[RunSlice] = []
+        parts: list[bytes] = []
         offset = 0
-        with files.open_for_write(path) as f:
-            current, start, count, size = None, 0, 0, 0
-            for _, key, partition, value, entry_size in entries:
-                if partition != current:
-                    if current is not None:
-                        slices.append(RunSlice(current, path, start, offset - start, count, size))
-                    current, start, count, size = partition, offset, 0, 0
-                f.write(_HEADER.pack(len(key), len(value)))
-                f.write(key)
-                f.write(value)
-                offset += _HEADER.size + len(key) + len(value)
-                count += 1
-                size += entry_size
-            slices.append(RunSlice(current, path, start, offset - start, count, size))
+        current, start, count, size = None, 0, 0, 0
+        for _, key, partition, value, entry_size in entries:
+            if partition != current:
+                if current is not None:
+                    slices.append(RunSlice(current, path, start, offset - start, count, size))
+                current, start, count, size = partition, offset, 0, 0
+            length = sum(map(len, value))
+            parts += (_HEADER.pack(len(key), length), key, *value)
+            offset += _HEADER.size + len(key) + length
+            count += 1
+            size += entry_size
+        slices.append(RunSlice(current, path, start, offset - start, count, size))
+        # Written in place, not by rename: a run half-written by a killed worker is never
+        # named by a slice, so it is never read; the scratch folder is removed at the end.
+        with _create(path) as f:
+            f.writelines(parts)
         return slices
+
+
+def _create(path: str) -> BinaryIO:
+    if files.is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.create(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return open(path, "wb")
 
 
 def read_slice(s: RunSlice) -> Iterator[tuple[bytes, bytes]]:

@@ -113,8 +113,9 @@ def example_key(image_id: str, box_index: int) -> bytes:
     return image_id.encode("ascii") + box_index.to_bytes(4, "big")
 
 
-def pack_example(framed: bytes, manifest_row: dict) -> bytes:
-    return _LENGTH.pack(len(framed)) + framed + json.dumps(manifest_row).encode("utf-8")
+def pack_example(framed: bytes, manifest_row: dict) -> tuple[bytes, ...]:
+    """A run value (in parts): the framed record, then the example's manifest row."""
+    return _LENGTH.pack(len(framed)), framed, json.dumps(manifest_row).encode("utf-8")
 
 
 def unpack_example(value: bytes) -> tuple[memoryview, dict]:
