@@ -19,8 +19,9 @@ sleeping between steps, for callers that want one photo.
   (`checksum`); Flickr's deleted-photo placeholder, by redirect target or by body digest,
   is `placeholder`; a body that is not an image file is `not_an_image`.
 - Cache (fetch_cache.py): verified bytes, and failures the table (schemas/failures.py)
-  calls final, with the settings they depend on. A cached failure whose URL or settings
-  changed is asked again; cached bytes are verified again against the current row.
+  calls final, with the settings they depend on (and, for a mirror or template, its base
+  URL). A cached failure whose settings changed is asked again; cached bytes are verified
+  again against the current row and --max_image_bytes.
 - Safety: netsafety.py checks every hop; ImageIDs are validated before they name a file.
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ from schemas.records import STAGE_FETCH, ImageRow
 SOURCES = ("original", "thumbnail", "cvdf", "template")
 CVDF_BASE_URL = "https://open-images-dataset.s3.amazonaws.com"
 REASONS = failures.names(STAGE_FETCH)
+# Flags that make a source's URLs: a cached failure of that source depends on them too.
+_SOURCE_SETTINGS = {"cvdf": ["cvdf_base_url"], "template": ["url_template"]}
 _IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
           b"MM\x00*")
@@ -245,13 +248,15 @@ class Fetcher:
                                                           if job.index < len(job.sources) else ""))
 
     def expire(self, job: Job) -> Step:
-        """The job's share of the deadline ran out while it waited for its host: move on."""
+        """The job's time ran out while it waited for its host: move on without a request."""
         try:
-            reason, detail, _ = job.last
             source, url = job.sources[job.index]
-            return self._next_source(job, reason or TIMEOUT, f"{detail} (its share of "
-                                     f"--fetch_deadline_s ran out waiting for the host)", url,
-                                     Step())
+            if job.attempt:  # retrying: keep the reason it was retrying for
+                reason, detail, _ = job.last
+                detail += " (its share of --fetch_deadline_s ran out waiting for the host)"
+            else:
+                reason, detail = TIMEOUT, f"{url}: waited for the host past --fetch_deadline_s"
+            return self._next_source(job, reason, detail, url, Step())
         except Exception as err:
             return Step(result=FetchFailed(UNEXPECTED, f"{type(err).__name__}: {err}"))
 
@@ -290,7 +295,7 @@ class Fetcher:
         if failures.reason(STAGE_FETCH, out.reason).final:
             self.cache.write_failure(source, job.image.image_id, {
                 "reason": out.reason, "detail": detail, "url": url,
-                "settings": self._settings(out.reason, job.image)})
+                "settings": self._settings(out.reason, job.image, source)})
         return self._next_source(job, out.reason, detail, url, step)
 
     def _next_source(self, job: Job, reason: str, detail: str, url: str, step: Step) -> Step:
@@ -321,7 +326,7 @@ class Fetcher:
                 self.count("cache_stale")  # the row or the settings changed: ask again
             else:
                 record = self.cache.read_failure(source, image_id)
-                if record is not None and self._still_holds(record, url, job.image):
+                if record is not None and self._still_holds(record, job.image, source):
                     self.count("cache_hits")
                     job.tried.append(f"{source}: {record['reason']} ({record.get('detail', '')}, cached)")
                     job.last = (record["reason"], record.get("detail", ""), url)
@@ -335,22 +340,25 @@ class Fetcher:
             return FetchFailed(*job.last)
         return FetchFailed(job.last[0], "; ".join(job.tried), job.last[2])
 
-    def _settings(self, reason: str, image: ImageRow) -> dict:
-        """The values of the settings a final `reason` depends on (the table says which)."""
+    def _settings(self, reason: str, image: ImageRow, source: str) -> dict:
+        """The values of the settings a final `reason` depends on (the table says which),
+        and of the flag that makes the source's URL (a mirror's is ours; a row's URL is
+        the photo's, and stays with its ImageID)."""
+        names = list(failures.reason(STAGE_FETCH, reason).settings)
+        names += _SOURCE_SETTINGS.get(source, [])
         values = {}
-        for name in failures.reason(STAGE_FETCH, reason).settings:
+        for name in names:
             obj, attr = (image, name[4:]) if name.startswith("row.") else (self.config, name)
             value = getattr(obj, attr)
             values[name] = sorted(value) if isinstance(value, (tuple, list, set)) else value
         return json.loads(json.dumps(values))
 
-    def _still_holds(self, record: dict, url: str, image: ImageRow) -> bool:
+    def _still_holds(self, record: dict, image: ImageRow, source: str) -> bool:
         try:
             entry = failures.reason(STAGE_FETCH, record.get("reason", ""))
         except KeyError:
             return False
-        return (entry.final and record.get("url") == url
-                and record.get("settings") == self._settings(entry.name, image))
+        return entry.final and record.get("settings") == self._settings(entry.name, image, source)
 
     def _backoff(self, url: str, attempt: int) -> float:
         jitter = int(hashlib.sha256(f"{url}#{attempt}".encode()).hexdigest()[:8], 16) / 2**32

@@ -195,6 +195,9 @@ class Client:
         if declared is not None and declared > cap:
             return Outcome(TOO_LARGE, f"{url}: Content-Length {declared} is over "
                                       f"--max_image_bytes {cap}", status=status)
+        encoded = resp.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+        if declared is not None and not encoded:
+            return self._read_exactly(url, resp, declared)
         chunks, size = [], 0
         for chunk in resp.iter_content(1 << 16):
             size += len(chunk)
@@ -203,6 +206,20 @@ class Client:
                                status=status)
             chunks.append(chunk)
         return Outcome(data=b"".join(chunks), status=status)
+
+    def _read_exactly(self, url: str, resp: requests.Response, length: int) -> Outcome:
+        """Read the declared length and stop: a server that keeps the connection open
+        after a body whose Content-Length http.client could not parse (`5, 5`) must not
+        hold us until the read timeout."""
+        chunks, remaining = [], length
+        while remaining > 0:
+            chunk = resp.raw.read(min(1 << 16, remaining), decode_content=False)
+            if not chunk:
+                return Outcome(TRUNCATED, f"{url}: body ended after {length - remaining} of "
+                                          f"{length} bytes", retry=True, status=resp.status_code)
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return Outcome(data=b"".join(chunks), status=resp.status_code)
 
 
 def exception_outcome(url: str, err: BaseException) -> Outcome:

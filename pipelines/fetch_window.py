@@ -133,6 +133,12 @@ class Window:
         with self._cond:
             return self._in_flight
 
+    def host_limit(self, host_key: str) -> float:
+        """A host's current concurrency limit (per_host until it answers 429)."""
+        with self._cond:
+            host = self._hosts.get(host_key)
+            return host.limit if host else float(self._per_host)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -162,7 +168,8 @@ class Window:
             host.retries.append(job)
             seq = next(self._seq)
             self._queued[job] = seq
-            heapq.heappush(self._expiry, (job.source_end or now, seq, job))
+            ends = job.source_end if job.source_end is not None else job.deadline
+            heapq.heappush(self._expiry, (ends, seq, job))
             self._tick.notify()
         self._backlog[host_key] = None
 
@@ -258,7 +265,7 @@ class Window:
         host.retries.remove(job)
         if not host.queued():
             self._backlog.pop(job.host, None)
-        step = self._fetcher.expire(job)  # cache lookups only, no request
+        step = self._fetcher.expire(job)  # cache lookups only, no request; never raises
         if step.result is not None:
             self._waiting -= 1
             self._done.append((job.key, step.result))

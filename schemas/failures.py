@@ -96,10 +96,11 @@ _FETCH = (
     Reason(STAGE_FETCH, "not_an_image", False, True,
            "the body is not an image file (HTML, text, garbage)",
            "nothing; a fallback source may serve the photo"),
-    Reason(STAGE_FETCH, "no_url", False, True,
+    # decided before any request, from the row alone: nothing to cache
+    Reason(STAGE_FETCH, "no_url", False, False,
            "no source in `--image_source` has a URL for this photo",
            "add `cvdf` or a `--url_template` source"),
-    Reason(STAGE_FETCH, "bad_image_id", False, True,
+    Reason(STAGE_FETCH, "bad_image_id", False, False,
            "the ImageID is not 16 hex digits, so it may not name a cache file",
            "check the image table"),
     Reason(STAGE_FETCH, "unexpected", False, False,
