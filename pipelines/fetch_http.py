@@ -151,12 +151,16 @@ class Client:
                 return Outcome(TIMEOUT, f"{url}: no time left within --fetch_deadline_s",
                                retry=True)
             try:
-                checked = netsafety.check_url(url, c.allow_private_network)
+                request = self._session.prepare_request(requests.Request("GET", url))
+                checked = request.url
+                netsafety.check_prepared(checked, c.allow_private_network)
             except netsafety.BlockedURL as err:
                 return Outcome(BLOCKED_URL, f"{url}: {err}")
+            except (requests.exceptions.RequestException, ValueError, UnicodeError) as err:
+                return Outcome(BLOCKED_URL, f"{url}: malformed URL: {err}")
             self._count("requests")
-            try:
-                resp = self._session.get(checked, stream=True, allow_redirects=False, timeout=(
+            try:  # exactly the request that was checked
+                resp = self._session.send(request, stream=True, allow_redirects=False, timeout=(
                     min(c.connect_timeout_s, remaining), min(c.read_timeout_s, remaining)))
             except requests.exceptions.RequestException:
                 raise

@@ -11,7 +11,8 @@ network; an image table is untrusted input, and a redirect can point anywhere. S
 - It parses the URL the way the request will: requests prepares it and urllib3's
   `parse_url` picks the host to connect to. `urllib.parse.urlsplit` disagrees with them
   on URLs such as `http://127.0.0.1:9\\@8.8.8.8/` (urlsplit: host 8.8.8.8; urllib3: host
-  127.0.0.1), so `check_url` returns the prepared URL and the fetcher sends exactly that.
+  127.0.0.1), so the fetcher checks the very request it sends (`check_prepared` on the
+  prepared URL, where both readings must agree).
 - `guarded_session` also checks the address each connection actually reached, so a DNS
   name that resolves to a public address when checked and to 127.0.0.1 when connecting
   (DNS rebinding) is still refused.
@@ -69,50 +70,64 @@ def _is_internal(address: str) -> bool:
     return _internal_ip(ip)
 
 
-def prepare(url: str) -> tuple[str, str, int | None, str]:
-    """(URL as requests will send it, scheme, port, host), or BlockedURL.
+def prepare(url: str) -> str:
+    """The URL as requests will send it, or BlockedURL if requests cannot prepare it."""
+    try:
+        return requests.Request("GET", url).prepare().url or ""
+    except (requests.exceptions.RequestException, ValueError, UnicodeError) as err:
+        raise BlockedURL(f"malformed URL: {err}") from None
+
+
+def _read(prepared: str) -> tuple[str, int | None, str]:
+    """(scheme, port, host) of a prepared URL, as the request will read it.
 
     requests rebuilds the URL from urllib3's `parse_url`, then its adapter picks the
-    connection's host with `urllib.parse.urlparse`: both readings of the prepared URL must
-    name the same host, or the URL is refused as ambiguous.
+    connection's host with `urllib.parse.urlparse`: both readings must name the same host,
+    or the URL is refused as ambiguous.
     """
     try:
-        prepared = requests.Request("GET", url).prepare().url or ""
         ours = urllib3.util.parse_url(prepared)
         theirs = urllib.parse.urlsplit(prepared)
         port = theirs.port  # raises on a bad port number
-    except (requests.exceptions.RequestException, ValueError, UnicodeError) as err:
+    except ValueError as err:
         raise BlockedURL(f"malformed URL: {err}") from None
     host = (ours.host or "").strip("[]").lower()
     if host != (theirs.hostname or "") or (ours.port or None) != port:
         raise BlockedURL(f"URL parsers disagree on its host ({host!r} and "
                          f"{theirs.hostname!r}): refused as ambiguous")
-    return prepared, (ours.scheme or "").lower(), port, host
+    return (ours.scheme or "").lower(), port, host
 
 
 def host_key(url: str) -> str:
     """The host a request to `url` connects to, as `scheme://host:port` ('' if malformed):
-    the unit of per-host limits and pauses."""
+    the unit of per-host limits and pauses. (A grouping, not a check: urllib3's reading.)"""
     try:
-        _, scheme, port, host = prepare(url)
-    except BlockedURL:
+        parts = urllib3.util.parse_url(url)
+    except ValueError:
         return ""
-    return f"{scheme}://{host}:{port or ''}"
+    return f"{(parts.scheme or '').lower()}://{(parts.host or '').lower()}:{parts.port or ''}"
 
 
 def check_url(url: str, allow_private: bool = False) -> str:
-    """The prepared URL to request, or BlockedURL unless it is http(s) to a public address.
+    """The prepared URL to request, or BlockedURL unless it is http(s) to a public address."""
+    prepared = prepare(url)
+    check_prepared(prepared, allow_private)
+    return prepared
+
+
+def check_prepared(prepared: str, allow_private: bool = False) -> None:
+    """BlockedURL unless a URL, as requests prepared it, is http(s) to a public address.
 
     DNS names are resolved here; a name that does not resolve is not blocked (the request
     then fails as a connection error, which is retried like any network fault).
     """
-    prepared, scheme, port, host = prepare(url)
+    scheme, port, host = _read(prepared)
     if scheme not in ALLOWED_SCHEMES:
         raise BlockedURL(f"scheme {scheme or '(none)'!r} is not allowed, only http and https")
     if not host:
         raise BlockedURL("no host in URL")
     if allow_private:
-        return prepared
+        return
     verb = "is"
     try:
         addresses = [str(ipaddress.ip_address(host.split("%")[0]))]
@@ -122,12 +137,11 @@ def check_url(url: str, allow_private: bool = False) -> str:
             addresses = [info[4][0] for info in socket.getaddrinfo(
                 host, port or 80, proto=socket.IPPROTO_TCP)]
         except (OSError, UnicodeError):
-            return prepared
+            return
     internal = sorted({a for a in addresses if _is_internal(a)})
     if internal:
         raise BlockedURL(f"host {host!r} {verb} non-public address {internal[0]}; "
                          f"pass --allow_private_network to allow it")
-    return prepared
 
 
 # -- deadlines --------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_names_and_addresses_of_internal_hosts_are_refused(url):
 def test_connection_to_an_internal_address_is_refused_even_after_the_check(site, tmp_path, monkeypatch):
     """DNS rebinding: the name looked public when checked, the connection reached 127.0.0.1."""
     files, srv, images = site
-    monkeypatch.setattr(netsafety, "check_url", lambda url, allow_private=False: url)
+    monkeypatch.setattr(netsafety, "check_prepared", lambda url, allow_private=False: None)
     fetcher = fetch.Fetcher(_config(tmp_path, allow_private_network=False))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[0])
