@@ -234,6 +234,28 @@ def test_builds_survive_hostile_answers_and_so_do_their_reruns(photo_site, tmp_p
     assert srv.requests[f"/original/{images[5].image_id}.jpg"] == 4  # 503: 2 attempts x 2 runs
 
 
+def test_an_exception_nobody_foresaw_costs_one_photo_not_the_build(photo_site, tmp_path,
+                                                                monkeypatch):
+    """Whatever raises while one photo is fetched becomes `unexpected` records for its
+    boxes, with the exception's type in `detail`; the build completes."""
+    files_, srv = photo_site
+    victim = image_rows(files_.images_csv)[0].image_id
+    real = fetch.verify
+
+    def verify(data, source, image, *args):
+        if image.image_id == victim:
+            raise RuntimeError("a bug in the fetcher")
+        return real(data, source, image, *args)
+
+    monkeypatch.setattr(fetch, "verify", verify)
+    report, fails, manifest = _build(files_, tmp_path / "out", tmp_path / "cache")
+    mine = [f for f in fails if f["image_id"] == victim]
+    assert mine and {(f["stage"], f["reason"]) for f in mine} == {("fetch", "unexpected")}
+    assert all("RuntimeError" in f["detail"] for f in mine)
+    assert report["metrics"]["counters"]["fetch/failed_unexpected"] == 1
+    assert victim not in set(manifest.image_id) and report["invariant"]["lost"] == 0
+
+
 # ------------------------------------------------------------------ URLs
 
 def test_urls_are_checked_as_the_request_reads_them(photo_site, tmp_path, monkeypatch):
