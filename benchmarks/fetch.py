@@ -26,6 +26,7 @@ in each scenario, and >= 40x the sequential loop in the ideal one. Prints a tabl
 asserts nothing. The catalog is generated once into benchmarks/.data (40 s).
 
     python -m benchmarks.fetch [--photos 1000] [--latency_ms 100] [--only ideal tail storm]
+                               [--storm_hosts 4]
 """
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ class Window:
         with self._cond:
             out = list(self._done)
             self._done.clear()
-            self._cond.notify_all()  # room for dispatches held back by uncollected results
+            self._pump(self._clock())  # dispatch what uncollected results held back
             return out
 
     def drain(self) -> Iterator[Result]:

@@ -66,6 +66,25 @@ def test_one_host_gets_at_most_fetch_per_host(photo_site, tmp_path):
     assert srv.max_in_flight() == 2
 
 
+@pytest.mark.timeout(120)
+def test_uncollected_results_hold_back_dispatch_but_never_stall(photo_site, tmp_path):
+    """Results nobody has taken yet count against the window (they hold photo bytes);
+    taking them dispatches what they held back."""
+    files, srv = photo_site
+    images = image_rows(files.images_csv)[:5]
+    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=2))
+    window = Window(fetcher, 2, 2)
+    for i in range(2):
+        assert window.offer(i, images[i])
+    while window.in_flight():
+        window.wait(0.05)
+    assert window.offer(2, images[2]) and window.offer(3, images[3])
+    assert window.in_flight() == 0  # two results wait to be taken: nothing more goes out
+    results = window.take() + list(window.drain())
+    window.close()
+    assert sorted(k for k, _ in results) == [0, 1, 2, 3] and srv.total_requests() == 4
+
+
 def test_a_paused_host_holds_no_slot(two_hosts, tmp_path):
     """One slot only. Host A answers 429 (Retry-After: 1) to the first photo: while A is
     paused, host B's photos take the slot; A's photo comes back last."""
