@@ -39,7 +39,7 @@ def test_a_trickling_source_hands_over_to_the_next_within_the_deadline(site, tmp
     files, srv, images = site
     image = images[1]
     srv.reset(faults={image.image_id: "trickle"}, trickle_s=0.1)
-    config = _config(tmp_path, deadline_s=2.0, image_source=("original", "cvdf"),
+    config = _config(tmp_path, deadline_s=4.0, image_source=("original", "cvdf"),
                      cvdf_base_url=f"{srv.base_url}/cvdf")
     fetcher = fetch.Fetcher(config)
     start = time.monotonic()
@@ -66,8 +66,8 @@ def test_the_deadline_bounds_retries_too(site, tmp_path):
     files, srv, images = site
     srv.reset(outage=True)
     waits = []
-    fetcher = fetch.Fetcher(_config(tmp_path, deadline_s=0.5, backoff_s=5.0, fetch_attempts=4),
-                            sleep=waits.append)
+    fetcher = fetch.Fetcher(_config(tmp_path, deadline_s=3.0, backoff_s=30.0, fetch_attempts=4),
+                            sleep=waits.append)  # the first backoff, 15-30 s, is past it
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[3])
     assert err.value.reason == fetch.SERVER_ERROR

@@ -193,7 +193,7 @@ HOSTILE = {"length_abc": None, "length_list": None, "retry_after_nan": None,
 
 
 def _build(files_, out, cache) -> tuple[dict, list, pd.DataFrame]:
-    assert build.main(build_argv(files_, out, cache, "--fetch_deadline_s", "1.5",
+    assert build.main(build_argv(files_, out, cache, "--fetch_deadline_s", "3",
                                  "--no_previews", "--overwrite", "--quiet")) == 0
     dataset = out / "hamburger_sandwich" / "1.0.0"
     assert (dataset / write.COMPLETED_FILE).exists()

@@ -41,10 +41,18 @@ def _run(window: Window, images) -> list:
     return out
 
 
-def test_the_window_never_exceeds_fetch_concurrency_and_stays_full(photo_site, tmp_path):
+@pytest.fixture
+def quiet_host(photo_site):
+    """A server of its own, so that no slow answer left over from another test counts."""
     files, srv = photo_site
-    srv.reset(latency_s=0.05)
-    tasks = [ImageTask(image, (), "train") for image in image_rows(files.images_csv)[:30]]
+    own = server.ImageServer(srv.photo_dir, latency_s=0.05).start()
+    yield own, [_on(image, own) for image in image_rows(files.images_csv)]
+    own.stop()
+
+
+def test_the_window_never_exceeds_fetch_concurrency_and_stays_full(quiet_host, tmp_path):
+    srv, images = quiet_host
+    tasks = [ImageTask(image, (), "train") for image in images[:30]]
     config = _config(tmp_path, fetch_concurrency=4)
     with make_pipeline() as p:
         photos, failed = p | beam.Create(tasks) | FetchImages(config)
@@ -54,12 +62,11 @@ def test_the_window_never_exceeds_fetch_concurrency_and_stays_full(photo_site, t
     assert srv.total_requests() == 30
 
 
-def test_one_host_gets_at_most_fetch_per_host(photo_site, tmp_path):
-    files, srv = photo_site
-    srv.reset(latency_s=0.05)
+def test_one_host_gets_at_most_fetch_per_host(quiet_host, tmp_path):
+    srv, images = quiet_host
     fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=6, fetch_per_host=2))
     window = Window(fetcher, 6, 2)
-    results = _run(window, image_rows(files.images_csv)[:12])
+    results = _run(window, images[:12])
     window.close()
     assert sorted(k for k, _ in results) == list(range(12))
     assert all(isinstance(r, fetch.Fetched) for _, r in results)
@@ -118,16 +125,17 @@ def test_429s_back_the_host_off_and_answers_bring_it_back(photo_site, tmp_path):
 
 
 def test_a_photo_whose_share_runs_out_in_the_queue_moves_to_its_next_source(two_hosts, tmp_path):
-    """Host A takes one request at a time. P2's first try gets a 500 and its retry waits
-    behind P1, whose body trickles. When P2's share of the deadline (half of 1 s, two
-    sources) runs out in A's queue, it moves on to the mirror on host B. P1 is cut at the
-    end of its own share and moves there too."""
+    """Host A takes one request at a time. P2's first try gets a 500 (after A's 1 s
+    latency) and its retry waits behind P1, whose body trickles. When P2's share of the
+    deadline (half of 4 s, two sources) runs out in A's queue, it moves on to the mirror on
+    host B. P1 is cut at the end of its own share, a second later, and moves there too."""
     files, srv_a, srv_b, images = two_hosts
     p2, p1 = images[0], images[1]
-    # latency: P1 starts 0.2 s after P2, so P2's share ends well before P1 is cut
+    # latency: P1 starts 1 s after P2, so P2's share ends well before P1 is cut
     srv_a.reset(faults={p2.image_id: "error_then_ok", p1.image_id: "trickle"}, trickle_s=0.1,
-                latency_s=0.2)
-    config = _config(tmp_path, fetch_concurrency=2, fetch_per_host=1, deadline_s=1.0,
+                latency_s=1.0)
+    config = _config(tmp_path, fetch_concurrency=2, fetch_per_host=1, deadline_s=4.0,
+                     read_timeout_s=3.0,
                      image_source=("original", "cvdf"), cvdf_base_url=srv_b.base_url)
     fetcher = fetch.Fetcher(config)
     window = Window(fetcher, 2, 1)
