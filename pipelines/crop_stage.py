@@ -54,7 +54,7 @@ class _CropPhoto(beam.DoFn):
                     out.detail, box.mid))
             else:
                 self._crops.inc()
-                yield Crop(task.image, box, task.split, out, photo.source, photo.url)
+                yield Crop(task.image, box, task.split, out, photo.source, photo.url, photo.sha256)
 
 
 class CropBoxes(beam.PTransform):

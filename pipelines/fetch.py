@@ -1,80 +1,69 @@
-"""Downloading source photos: sources and fallbacks, retries, verification, cache (no Beam).
+"""Downloading source photos: sources and fallbacks, retries, deadlines, verification (no Beam).
 
-`Fetcher.fetch(image)` tries the configured sources in order (the Flickr original, the
-300K thumbnail, the CVDF mirror, or a URL template) and returns the first verified photo,
-or raises `FetchFailed` with the reason of the last source tried and what each one did.
+A photo's download is a `Job` that moves through the configured sources in order (the
+CVDF mirror, the Flickr original, the 300K thumbnail, a URL template). `Fetcher` knows how
+to take one step of a job: `start` settles what the cache already knows, `attempt` makes
+one request (redirects included) and says what to do next: done (a verified photo, or
+`FetchFailed` with every source's outcome), retry on the same host after a wait, or move
+to the next source. It never sleeps and never raises for one photo's sake, so a scheduler
+(fetch_window.py) can keep many jobs in flight; `fetch(image)` runs one job to its end,
+sleeping between steps, for callers that want one photo.
 
-- Retries: connection errors, timeouts, truncated bodies, 5xx and 429 are retried with
-  exponential backoff and jitter (Retry-After honoured); other 4xx are final. The jitter
-  is a hash of the URL and attempt, so runs are repeatable.
+- Retries: timeouts, connection errors, truncated bodies, 5xx and 429 are retried with
+  exponential backoff and jitter (Retry-After honoured, capped); other answers are final.
+  The jitter is a hash of the URL and attempt, so runs are repeatable.
+- Deadline: a photo takes at most --fetch_deadline_s from its first request, retries and
+  fallbacks included. Each source may use the time left divided by the sources left, so
+  one that trickles or hangs still leaves the next its share.
 - Verification: the original must match the table's size and base64 MD5 when given
   (`checksum`); Flickr's deleted-photo placeholder, by redirect target or by body digest,
   is `placeholder`; a body that is not an image file is `not_an_image`.
-- Cache: verified bytes and final failures are written per ImageID and source under
-  --cache_dir (temp name, then rename), so a rerun requests nothing it already settled
-  and a killed run never leaves a half file that counts as done.
-- Safety: see netsafety.py; every redirect hop is checked, and ImageIDs are validated
-  before they name a cache file.
+- Cache (fetch_cache.py): verified bytes, and failures the table (schemas/failures.py)
+  calls final, with the settings they depend on (and, for a mirror or template, its base
+  URL). A cached failure whose settings changed is asked again; cached bytes are verified
+  again against the current row and --max_image_bytes.
+- Safety: netsafety.py checks every hop; ImageIDs are validated before they name a file.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import threading
 import time
-import urllib.parse
 
-import requests
-
-from pipelines import files, netsafety
+from pipelines import fetch_cache, fetch_http, files, netsafety
+from pipelines.fetch_http import (BAD_IMAGE_ID, BAD_RESPONSE, BLOCKED_URL, CHECKSUM,  # noqa: F401
+                                  CONNECTION_ERROR, HTTP_ERROR, NO_URL, NOT_AN_IMAGE, NOT_FOUND,
+                                  PLACEHOLDER, RATE_LIMITED, REDIRECT_LOOP, SERVER_ERROR,
+                                  TIMEOUT, TOO_LARGE, TRUNCATED, UNEXPECTED)
+from schemas import failures
 from schemas.openimages import md5_base64
-from schemas.records import ImageRow
+from schemas.records import STAGE_FETCH, ImageRow
 
 SOURCES = ("original", "thumbnail", "cvdf", "template")
 CVDF_BASE_URL = "https://open-images-dataset.s3.amazonaws.com"
-PLACEHOLDER_URL_MARK = "photo_unavailable"
+REASONS = failures.names(STAGE_FETCH)
+# Flags that make a source's URLs: a cached failure of that source depends on them too.
+_SOURCE_SETTINGS = {"cvdf": ["cvdf_base_url"], "template": ["url_template"]}
 _IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
           b"MM\x00*")
-
-# Failure reasons of the fetch stage.
-NOT_FOUND = "not_found"              # 404 or 410: the photo is gone
-HTTP_ERROR = "http_error"            # another 4xx, or 5xx that outlasted the retries
-RATE_LIMITED = "rate_limited"        # 429 that outlasted the retries
-TIMEOUT = "timeout"
-CONNECTION_ERROR = "connection_error"
-TRUNCATED = "truncated"              # fewer bytes than Content-Length, after retries
-TOO_LARGE = "too_large"              # over --max_image_bytes
-REDIRECT_LOOP = "redirect_loop"      # more than max_redirects hops
-BLOCKED_URL = "blocked_url"          # not http(s), or a private/internal address
-PLACEHOLDER = "placeholder"          # Flickr's "photo unavailable" stand-in
-CHECKSUM = "checksum"                # size or MD5 differ from the table's
-NOT_AN_IMAGE = "not_an_image"
-NO_URL = "no_url"                    # no configured source has a URL for this photo
-BAD_IMAGE_ID = "bad_image_id"
-REASONS = (NOT_FOUND, HTTP_ERROR, RATE_LIMITED, TIMEOUT, CONNECTION_ERROR, TRUNCATED,
-           TOO_LARGE, REDIRECT_LOOP, BLOCKED_URL, PLACEHOLDER, CHECKSUM, NOT_AN_IMAGE,
-           NO_URL, BAD_IMAGE_ID)
-# Final answers about a URL, cached so reruns do not ask again. Timeouts, connection
-# errors, 5xx and 429 are not: they may succeed next time.
-_PERMANENT = {NOT_FOUND, HTTP_ERROR, TOO_LARGE, REDIRECT_LOOP, BLOCKED_URL, PLACEHOLDER,
-              CHECKSUM, NOT_AN_IMAGE}
 
 
 @dataclasses.dataclass(frozen=True)
 class FetchConfig:
     """How photos are downloaded (flags of the same names, see options.py)."""
 
-    image_source: tuple[str, ...] = ("original", "thumbnail", "cvdf")
+    image_source: tuple[str, ...] = ("cvdf", "original")
     url_template: str = ""
     cvdf_base_url: str = CVDF_BASE_URL
     fetch_concurrency: int = 64
     fetch_per_host: int = 64
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
+    deadline_s: float = 60.0
     max_image_bytes: int = 50 << 20
     fetch_attempts: int = 4
     backoff_s: float = 0.5
@@ -98,6 +87,8 @@ class FetchConfig:
                                  f"{type(err).__name__} {err}") from None
         if self.fetch_concurrency < 1 or self.fetch_per_host < 1 or self.fetch_attempts < 1:
             raise ValueError("--fetch_concurrency, --fetch_per_host, --fetch_attempts must be >= 1")
+        if not self.deadline_s > 0 or not self.read_timeout_s > 0 or not self.connect_timeout_s > 0:
+            raise ValueError("--fetch_deadline_s and the timeouts must be positive")
 
 
 def default_cache_dir() -> str:
@@ -114,12 +105,46 @@ class FetchFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Fetched:
-    """A verified photo and where it came from."""
+    """A verified photo and where it came from; `sha256` is of `data`."""
 
     data: bytes
     source: str
     url: str
     from_cache: bool
+    sha256: str = ""
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One photo on its way through its sources (mutated only by the Fetcher)."""
+
+    image: ImageRow
+    sources: list[tuple[str, str]]
+    key: object = None           # the caller's handle, returned with the result
+    index: int = 0               # the source being tried
+    attempt: int = 0             # attempts made at that source
+    host: str = ""               # netsafety.host_key of that source's URL
+    deadline: float | None = None    # set by the first request
+    source_end: float | None = None  # end of this source's share of the deadline
+    tried: list[str] = dataclasses.field(default_factory=list)
+    last: tuple[str, str, str] = (NO_URL, "no configured source has a URL for this photo", "")
+
+
+@dataclasses.dataclass
+class Step:
+    """What one attempt led to: signals about the host it used, and what comes next.
+
+    Exactly one of `result` (the job is over) and `next_host` (its next attempt goes to
+    that host, not before `wait_s` seconds) is set."""
+
+    host: str = ""                 # the host the attempt went to ('' if none was made)
+    sent_at: float | None = None   # when the attempt began (monotonic)
+    throttled: bool = False        # 429: back the host's concurrency off
+    pause_s: float | None = None   # pause the host this long
+    answered: bool = False         # the host answered normally: let its concurrency recover
+    result: Fetched | FetchFailed | None = None
+    next_host: str = ""
+    wait_s: float = 0.0
 
 
 def source_urls(image: ImageRow, config: FetchConfig) -> list[tuple[str, str]]:
@@ -145,260 +170,199 @@ def looks_like_image(data: bytes) -> bool:
     return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
-def verify(data: bytes, source: str, image: ImageRow, placeholder_digests: set[str]) -> tuple[str, str]:
-    """('', '') if the bytes are acceptable, else (reason, detail)."""
-    if hashlib.sha256(data).hexdigest() in placeholder_digests:
-        return PLACEHOLDER, "body is a known placeholder image"
+def verify(data: bytes, source: str, image: ImageRow, placeholder_digests: set[str],
+           max_bytes: int | None = None) -> tuple[str, str, str]:
+    """(reason, detail, sha256): reason '' if the bytes are acceptable."""
+    digest = hashlib.sha256(data).hexdigest()
+    if max_bytes is not None and len(data) > max_bytes:
+        return TOO_LARGE, f"{len(data)} bytes, over --max_image_bytes {max_bytes}", digest
+    if digest in placeholder_digests:
+        return PLACEHOLDER, "body is a known placeholder image", digest
     if not looks_like_image(data):
-        return NOT_AN_IMAGE, f"body starts with {data[:16]!r}"
+        return NOT_AN_IMAGE, f"body starts with {data[:16]!r}", digest
     if source == "original":
         if image.original_size and len(data) != image.original_size:
-            return CHECKSUM, f"{len(data)} bytes, the table says {image.original_size}"
+            return CHECKSUM, f"{len(data)} bytes, the table says {image.original_size}", digest
         if image.original_md5:
             got = md5_base64(data)
             if got != image.original_md5:
-                return CHECKSUM, f"MD5 {got}, the table says {image.original_md5}"
-    return "", ""
-
-
-class _Attempt(Exception):
-    """One request's failure: retryable or not, and after how long to retry."""
-
-    def __init__(self, reason: str, detail: str, retry: bool, wait_s: float | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.retry, self.wait_s = reason, detail, retry, wait_s
+                return CHECKSUM, f"MD5 {got}, the table says {image.original_md5}", digest
+    return "", "", digest
 
 
 class Fetcher:
     """Thread-safe downloader: one per worker, built in a DoFn's setup()."""
 
-    def __init__(self, config: FetchConfig, sleep=time.sleep):
+    def __init__(self, config: FetchConfig, sleep=time.sleep, clock=time.monotonic):
         self.config = config
         self.cache_dir = config.cache_dir or default_cache_dir()
-        self._session = netsafety.guarded_session(config.fetch_per_host, config.allow_private_network)
-        self._placeholders = set(config.placeholder_sha256)
-        self._host_slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
-        self._sleep = sleep
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "cache_hits": 0}
-        self._tmp_dir = os.path.join(self.cache_dir, ".tmp")
-        remove_orphaned_temp_files(self._tmp_dir)
+        self.cache = fetch_cache.Cache(self.cache_dir, self.count)
+        self._http = fetch_http.Client(config, self.count, clock)
+        self._placeholders = set(config.placeholder_sha256)
+        self._sleep, self._clock = sleep, clock
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
-    def _count(self, key: str, n: int = 1) -> None:
+    def count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.stats[key] = self.stats.get(key, 0) + n
 
-    def _slot(self, url: str) -> threading.BoundedSemaphore:
-        try:
-            host = urllib.parse.urlsplit(url).netloc
-        except ValueError:  # malformed; check_url refuses it inside the slot
-            host = ""
-        with self._lock:
-            if host not in self._host_slots:
-                self._host_slots[host] = threading.BoundedSemaphore(self.config.fetch_per_host)
-            return self._host_slots[host]
-
-    # -- cache -------------------------------------------------------------------------
-    def _cache_path(self, source: str, image_id: str) -> str:
-        return os.path.join(self.cache_dir, source, image_id[:2], image_id)
-
-    def _cache_read(self, source: str, image_id: str) -> tuple[bytes | None, dict | None]:
-        path = self._cache_path(source, image_id)
-        try:
-            with open(path + ".img", "rb") as f:
-                return f.read(), None
-        except FileNotFoundError:
-            pass
-        try:
-            with open(path + ".failed.json") as f:
-                return None, json.load(f)
-        except (FileNotFoundError, ValueError):
-            return None, None
-
-    def _cache_write(self, source: str, image_id: str, suffix: str, data: bytes) -> None:
-        """Write to .tmp/<pid>-... first, then rename: a killed worker leaves only a temp
-        file, which never counts as cached and is removed by the next Fetcher."""
-        path = self._cache_path(source, image_id) + suffix
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.makedirs(self._tmp_dir, exist_ok=True)
-        tmp = os.path.join(self._tmp_dir, f"{os.getpid()}-{threading.get_ident()}-{image_id}{suffix}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-
-    # -- fetching ----------------------------------------------------------------------
+    # -- one photo, start to end -------------------------------------------------------
     def fetch(self, image: ImageRow) -> Fetched:
-        """The first verified photo among the configured sources.
+        """The first verified photo among the configured sources, sleeping between tries.
 
         Raises:
           FetchFailed: with the last source's reason and every source's outcome.
         """
-        if not _IMAGE_ID.match(image.image_id):
-            raise FetchFailed(BAD_IMAGE_ID, f"ImageID {image.image_id!r} is not 16 hex digits")
-        tried: list[str] = []
-        last = (NO_URL, "no configured source has a URL for this photo", "")
-        for source, url in source_urls(image, self.config):
-            data, failed = self._cache_read(source, image.image_id)
-            if data is not None:
-                self._count("cache_hits")
-                return Fetched(data, source, url, True)
-            if failed is not None:
-                self._count("cache_hits")
-                reason, detail = failed["reason"], failed["detail"]
-            else:
-                try:
-                    data = self._download(url)
-                    reason, detail = verify(data, source, image, self._placeholders)
-                except _Attempt as err:
-                    reason, detail = err.reason, err.detail
-                if not reason:
-                    self._cache_write(source, image.image_id, ".img", data)
-                    return Fetched(data, source, url, False)
-                if reason in _PERMANENT:
-                    self._cache_write(source, image.image_id, ".failed.json", json.dumps(
-                        {"reason": reason, "detail": detail, "url": url}).encode())
-            tried.append(f"{source}: {reason} ({detail})")
-            last = (reason, detail, url)
-        raise FetchFailed(last[0], "; ".join(tried) or last[1], last[2])
+        job = self.start(image)
+        while isinstance(job, Job):
+            step = self.attempt(job)
+            if step.result is not None:
+                job = step.result
+            elif step.next_host == step.host and max(step.wait_s, step.pause_s or 0.0) > 0:
+                self._sleep(max(step.wait_s, step.pause_s or 0.0))
+        if isinstance(job, FetchFailed):
+            raise job
+        return job
 
-    def _download(self, url: str) -> bytes:
-        """GET with retries; raises _Attempt with retry=False for final outcomes."""
-        attempts = self.config.fetch_attempts
-        for attempt in range(attempts):
-            try:
-                with self._slot(url):
-                    return self._get_following_redirects(url)
-            except _Attempt as err:
-                if not err.retry or attempt == attempts - 1:
-                    raise _Attempt(err.reason, err.detail + (
-                        f" after {attempts} attempts" if err.retry else ""), False) from None
-                self._count("retries")
-                self._sleep(err.wait_s if err.wait_s is not None else self._backoff(url, attempt))
-        raise AssertionError("unreachable")
+    # -- steps, for a scheduler --------------------------------------------------------
+    def start(self, image: ImageRow, key: object = None) -> Job | Fetched | FetchFailed:
+        """A job at its first source the cache has not settled, or its result."""
+        try:
+            if not _IMAGE_ID.match(image.image_id):
+                return FetchFailed(BAD_IMAGE_ID, f"ImageID {image.image_id!r} is not 16 hex digits")
+            return self._resolve(Job(image, source_urls(image, self.config), key))
+        except Exception as err:  # one photo's trouble never reaches the caller
+            return FetchFailed(UNEXPECTED, f"{type(err).__name__}: {err}")
+
+    def attempt(self, job: Job) -> Step:
+        """One request at the job's current source, and what it leads to."""
+        try:
+            return self._attempt(job)
+        except Exception as err:
+            return Step(host=job.host, result=FetchFailed(UNEXPECTED, f"{type(err).__name__}: {err}",
+                                                          job.sources[job.index][1]
+                                                          if job.index < len(job.sources) else ""))
+
+    def expire(self, job: Job) -> Step:
+        """The job's time ran out while it waited for its host: move on without a request."""
+        try:
+            source, url = job.sources[job.index]
+            if job.attempt:  # retrying: keep the reason it was retrying for
+                reason, detail, _ = job.last
+                detail += " (its share of --fetch_deadline_s ran out waiting for the host)"
+            else:
+                reason, detail = TIMEOUT, f"{url}: waited for the host past --fetch_deadline_s"
+            return self._next_source(job, reason, detail, url, Step())
+        except Exception as err:
+            return Step(result=FetchFailed(UNEXPECTED, f"{type(err).__name__}: {err}"))
+
+    def _attempt(self, job: Job) -> Step:
+        c = self.config
+        source, url = job.sources[job.index]
+        now = self._clock()
+        if job.deadline is None:
+            job.deadline = now + c.deadline_s
+        if job.source_end is None:
+            job.source_end = now + (job.deadline - now) / (len(job.sources) - job.index)
+        step = Step(host=job.host, sent_at=now)
+        out = self._http.get(url, job.source_end)
+        job.attempt += 1
+        step.throttled = out.throttled
+        step.answered = bool(out.status) and not out.throttled and out.status < 500
+        if not out.reason:
+            reason, detail, digest = verify(out.data, source, job.image, self._placeholders)
+            if not reason:
+                self.cache.write_image(source, job.image.image_id, out.data)
+                step.result = Fetched(out.data, source, url, False, digest)
+                return step
+            out = fetch_http.Outcome(reason, detail, status=out.status)
+        wait = out.wait_s if out.wait_s is not None else self._backoff(url, job.attempt - 1)
+        if out.pause:
+            step.pause_s = wait
+        detail = out.detail
+        if out.retry:
+            if job.attempt < c.fetch_attempts and self._clock() + wait < job.source_end:
+                job.last = (out.reason, detail, url)
+                self.count("retries")
+                step.next_host, step.wait_s = job.host, wait
+                return step
+            detail += (f" after {job.attempt} attempts" if job.attempt >= c.fetch_attempts
+                       else " (no time left for a retry within --fetch_deadline_s)")
+        if failures.reason(STAGE_FETCH, out.reason).final:
+            self.cache.write_failure(source, job.image.image_id, {
+                "reason": out.reason, "detail": detail, "url": url,
+                "settings": self._settings(out.reason, job.image, source)})
+        return self._next_source(job, out.reason, detail, url, step)
+
+    def _next_source(self, job: Job, reason: str, detail: str, url: str, step: Step) -> Step:
+        job.tried.append(f"{job.sources[job.index][0]}: {reason} ({detail})")
+        job.last = (reason, detail, url)
+        job.index, job.attempt, job.source_end = job.index + 1, 0, None
+        if job.index < len(job.sources):
+            self.count("fallbacks")
+        nxt = self._resolve(job)
+        if isinstance(nxt, Job):
+            step.next_host = nxt.host
+        else:
+            step.result = nxt
+        return step
+
+    def _resolve(self, job: Job) -> Job | Fetched | FetchFailed:
+        """Skip the sources the cache settles; stop at the first it does not."""
+        image_id = job.image.image_id
+        while job.index < len(job.sources):
+            source, url = job.sources[job.index]
+            data = self.cache.read_image(source, image_id)
+            if data is not None:
+                reason, _, digest = verify(data, source, job.image, self._placeholders,
+                                           self.config.max_image_bytes)
+                if not reason:
+                    self.count("cache_hits")
+                    return Fetched(data, source, url, True, digest)
+                self.count("cache_stale")  # the row or the settings changed: ask again
+            else:
+                record = self.cache.read_failure(source, image_id)
+                if record is not None and self._still_holds(record, job.image, source):
+                    self.count("cache_hits")
+                    job.tried.append(f"{source}: {record['reason']} ({record.get('detail', '')}, cached)")
+                    job.last = (record["reason"], record.get("detail", ""), url)
+                    job.index += 1
+                    continue
+                if record is not None:
+                    self.count("cache_stale")
+            job.host = netsafety.host_key(url)
+            return job
+        if not job.tried:
+            return FetchFailed(*job.last)
+        return FetchFailed(job.last[0], "; ".join(job.tried), job.last[2])
+
+    def _settings(self, reason: str, image: ImageRow, source: str) -> dict:
+        """The values of the settings a final `reason` depends on (the table says which),
+        and of the flag that makes the source's URL (a mirror's is ours; a row's URL is
+        the photo's, and stays with its ImageID)."""
+        names = list(failures.reason(STAGE_FETCH, reason).settings)
+        names += _SOURCE_SETTINGS.get(source, [])
+        values = {}
+        for name in names:
+            obj, attr = (image, name[4:]) if name.startswith("row.") else (self.config, name)
+            value = getattr(obj, attr)
+            values[name] = sorted(value) if isinstance(value, (tuple, list, set)) else value
+        return json.loads(json.dumps(values))
+
+    def _still_holds(self, record: dict, image: ImageRow, source: str) -> bool:
+        try:
+            entry = failures.reason(STAGE_FETCH, record.get("reason", ""))
+        except KeyError:
+            return False
+        return entry.final and record.get("settings") == self._settings(entry.name, image, source)
 
     def _backoff(self, url: str, attempt: int) -> float:
         jitter = int(hashlib.sha256(f"{url}#{attempt}".encode()).hexdigest()[:8], 16) / 2**32
         return min(self.config.max_backoff_s, self.config.backoff_s * 2**attempt) * (0.5 + 0.5 * jitter)
 
-    def _get_following_redirects(self, url: str) -> bytes:
-        c = self.config
-        for _ in range(c.max_redirects + 1):
-            try:
-                netsafety.check_url(url, c.allow_private_network)
-            except netsafety.BlockedURL as err:
-                raise _Attempt(BLOCKED_URL, f"{url}: {err}", False) from None
-            self._count("requests")
-            try:
-                resp = self._session.get(url, stream=True, allow_redirects=False,
-                                         timeout=(c.connect_timeout_s, c.read_timeout_s))
-            except netsafety.BlockedURL as err:
-                raise _Attempt(BLOCKED_URL, f"{url}: {err}", False) from None
-            except ValueError as err:  # requests parses a malformed Location eagerly
-                raise _Attempt(BLOCKED_URL, f"{url}: malformed URL or redirect: {err}",
-                               False) from None
-            except requests.exceptions.Timeout as err:
-                raise _Attempt(TIMEOUT, f"{url}: {err}", True) from None
-            except requests.exceptions.ConnectionError as err:
-                blocked = _cause(err, netsafety.BlockedURL)
-                if blocked:
-                    raise _Attempt(BLOCKED_URL, f"{url}: {blocked}", False) from None
-                raise _Attempt(CONNECTION_ERROR, f"{url}: {err}", True) from None
-            except requests.exceptions.RequestException as err:
-                raise _Attempt(BLOCKED_URL, f"{url}: {err}", False) from None
-            with resp:
-                if resp.is_redirect:
-                    try:
-                        target = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
-                    except ValueError as err:
-                        raise _Attempt(BLOCKED_URL, f"{url}: malformed redirect: {err}", False) from None
-                    if PLACEHOLDER_URL_MARK in target:
-                        raise _Attempt(PLACEHOLDER, f"redirected to {target}", False)
-                    url = target
-                    continue
-                return self._read_body(url, resp)
-        raise _Attempt(REDIRECT_LOOP, f"more than {c.max_redirects} redirects, last {url}", False)
 
-    def _read_body(self, url: str, resp: requests.Response) -> bytes:
-        status = resp.status_code
-        if status == 429 or status >= 500:
-            wait = _retry_after(resp.headers.get("Retry-After"), self.config.max_backoff_s)
-            reason = RATE_LIMITED if status == 429 else HTTP_ERROR
-            raise _Attempt(reason, f"{url}: HTTP {status}", True, wait)
-        if status in (404, 410):
-            raise _Attempt(NOT_FOUND, f"{url}: HTTP {status}", False)
-        if status != 200:
-            raise _Attempt(HTTP_ERROR, f"{url}: HTTP {status}", False)
-        cap = self.config.max_image_bytes
-        if int(resp.headers.get("Content-Length") or 0) > cap:
-            raise _Attempt(TOO_LARGE, f"{url}: Content-Length {resp.headers['Content-Length']} "
-                                      f"is over --max_image_bytes {cap}", False)
-        chunks, size = [], 0
-        try:
-            for chunk in resp.iter_content(1 << 16):
-                size += len(chunk)
-                if size > cap:
-                    raise _Attempt(TOO_LARGE, f"{url}: body over --max_image_bytes {cap}", False)
-                chunks.append(chunk)
-        except requests.exceptions.ChunkedEncodingError as err:
-            raise _Attempt(TRUNCATED, f"{url}: {err}", True) from None
-        except requests.exceptions.ConnectionError as err:
-            if "timed out" in str(err).lower():
-                raise _Attempt(TIMEOUT, f"{url}: {err}", True) from None
-            raise _Attempt(TRUNCATED, f"{url}: {err}", True) from None
-        return b"".join(chunks)
-
-
-def remove_orphaned_temp_files(tmp_dir: str) -> int:
-    """Delete temp files of processes that no longer run (killed mid-write); returns how many."""
-    removed = 0
-    try:
-        names = os.listdir(tmp_dir)
-    except FileNotFoundError:
-        return 0
-    for name in names:
-        pid = name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            try:
-                os.remove(os.path.join(tmp_dir, name))
-                removed += 1
-            except FileNotFoundError:
-                pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _retry_after(value: str | None, cap: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form), capped; None if absent."""
-    try:
-        return min(max(float(value), 0.0), cap) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _cause(err: BaseException, kind: type) -> BaseException | None:
-    """The first exception of `kind` in an exception's chain or arguments."""
-    seen = set()
-    stack = [err]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen or e is None:
-            continue
-        seen.add(id(e))
-        if isinstance(e, kind):
-            return e
-        stack += [e.__cause__, e.__context__] + [a for a in getattr(e, "args", ())
-                                                  if isinstance(a, BaseException)]
-        stack.append(getattr(e, "reason", None))
-    return None
+remove_orphaned_temp_files = fetch_cache.remove_orphaned_temp_files

@@ -81,8 +81,9 @@ class OpenSandwichesOptions(PipelineOptions):
         g = parser.add_argument_group("fetching")
         g.add_argument("--image_source", nargs="+", choices=fetch.SOURCES,
                        default=list(d.image_source),
-                       help="Sources to try, in order: original (Flickr), thumbnail "
-                            "(Thumbnail300KURL), cvdf (the CVDF mirror), template.")
+                       help="Sources to try, in order: cvdf (the CVDF mirror: every boxable "
+                            "photo, longest side 1024), original (Flickr, MD5-checked), "
+                            "thumbnail (Thumbnail300KURL), template (--url_template).")
         g.add_argument("--url_template", default="",
                        help="URL with {image_id} and {subset}, for --image_source template.")
         g.add_argument("--cvdf_base_url", default=d.cvdf_base_url,
@@ -94,6 +95,9 @@ class OpenSandwichesOptions(PipelineOptions):
         g.add_argument("--connect_timeout_s", type=float, default=d.connect_timeout_s)
         g.add_argument("--fetch_timeout_s", type=float, default=d.read_timeout_s,
                        help="Read timeout: seconds without a byte before a request fails.")
+        g.add_argument("--fetch_deadline_s", type=float, default=d.deadline_s,
+                       help="Most seconds one photo may take, retries and fallbacks "
+                            "included; a body that trickles is cut off (reason timeout).")
         g.add_argument("--fetch_attempts", type=int, default=d.fetch_attempts,
                        help="Tries per URL for retryable failures (timeouts, 5xx, 429).")
         g.add_argument("--fetch_backoff_s", type=float, default=d.backoff_s,
@@ -153,7 +157,8 @@ def fetch_config(o: "OpenSandwichesOptions") -> fetch.FetchConfig:
         image_source=tuple(o.image_source), url_template=o.url_template,
         cvdf_base_url=o.cvdf_base_url, fetch_concurrency=o.fetch_concurrency,
         fetch_per_host=o.fetch_per_host, connect_timeout_s=o.connect_timeout_s,
-        read_timeout_s=o.fetch_timeout_s, max_image_bytes=o.max_image_bytes,
+        read_timeout_s=o.fetch_timeout_s, deadline_s=o.fetch_deadline_s,
+        max_image_bytes=o.max_image_bytes,
         fetch_attempts=o.fetch_attempts, backoff_s=o.fetch_backoff_s,
         allow_private_network=o.allow_private_network,
         cache_dir=o.cache_dir or fetch.default_cache_dir(),

@@ -114,6 +114,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("jpeg_sha256", pa.string()),
     ("source", pa.string()),
     ("url", pa.string()),
+    ("source_sha256", pa.string()),
     ("author", pa.string()),
     ("license", pa.string()),
     ("landing_url", pa.string()),
@@ -128,5 +129,6 @@ def manifest_row(crop: Crop, shard: str, jpeg_sha256: str) -> dict[str, Any]:
             "shard": shard, "label": b.label, "label_index": b.label_index, "mid": b.mid,
             "xmin": b.xmin, "xmax": b.xmax, "ymin": b.ymin, "ymax": b.ymax,
             "jpeg_sha256": jpeg_sha256, "source": crop.source, "url": crop.url,
+            "source_sha256": crop.source_sha256,
             "author": img.author, "license": img.license, "landing_url": img.landing_url,
             "title": img.title, "rotation": img.rotation}

@@ -246,6 +246,7 @@ class FetchedPhoto:
     data: bytes
     source: str  # which of --image_source gave it: original, thumbnail, cvdf, template
     url: str
+    sha256: str = ""  # of `data`: lets a rebuild prove it saw the same source photo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +259,7 @@ class Crop:
     jpeg: bytes
     source: str
     url: str
+    source_sha256: str = ""  # sha256 of the source photo's bytes (FetchedPhoto.sha256)
 
     @property
     def key(self) -> tuple[str, int]:

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             "--output_dir", os.path.join(out, "dataset"), "--overwrite",
             "--cache_dir", os.path.join(out, "cache"), "--allow_private_network",
             "--image_source", "original", "thumbnail", "--image_size", str(args.image_size),
+            # the default source list starts with the CVDF mirror: keep it on 127.0.0.1
+            "--cvdf_base_url", f"{srv.base_url}/cvdf",
             "--fetch_timeout_s", "5", "--fetch_backoff_s", "0.1", "--dataset_name", name] + quiet)
         if code != 0:
             print("build failed", file=sys.stderr)

@@ -1,20 +1,26 @@
 """A local image server for tests, benchmarks and the demo, with the internet's faults.
 
-Serves a catalog's photos on 127.0.0.1 under the three URL shapes a build uses:
-`/original/{id}.jpg` (Flickr originals), `/thumbnail/{id}.jpg` (Thumbnail300KURL) and
-`/{subset}/{id}.jpg` (the CVDF mirror's layout). Faults are injected per ImageID (or for a
-deterministic fraction of ImageIDs) on chosen routes, so tests can check that each one
-becomes the right failure reason, and that a fallback source rescues it.
+Serves a catalog's photos on 127.0.0.1 under the URL shapes a build uses:
+`/original/{id}.jpg` (Flickr originals), `/thumbnail/{id}.jpg` (Thumbnail300KURL),
+`/{subset}/{id}.jpg` and `/cvdf/{subset}/{id}.jpg` (the CVDF mirror's layout; the second
+gives the mirror a route of its own, `cvdf`, so `--cvdf_base_url {base}/cvdf` can be
+faulted apart from the others). Faults are injected per ImageID (or for a deterministic
+fraction of ImageIDs) on chosen routes, so tests can check that each one becomes the
+right failure reason, and that a fallback source rescues it. Host-wide behaviours model
+a whole host in trouble: a 429 storm (`storm_rate` of all requests answered 429 with
+Retry-After) and an outage (every request answered 503 while `outage` is set).
 
     open-sandwiches serve-images demo_out/catalog --port 8000 --fault_rate 0.2
 
-Every request is counted per path, so tests can check retry budgets and that a cached
-rerun makes no request at all.
+Every request is counted per path, and the most requests in progress at once is kept
+(`max_active`), so tests can check retry budgets, that a cached rerun makes no request at
+all, and that a client's window never exceeds its concurrency.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import email.utils
 import hashlib
 import http.server
 import os
@@ -26,7 +32,12 @@ import time
 import urllib.parse
 
 FAULTS = ("not_found", "gone", "error_then_ok", "rate_limited", "hang", "truncated",
-          "corrupt_jpeg", "html", "placeholder", "redirect_loop", "too_large", "wrong_md5")
+          "corrupt_jpeg", "html", "placeholder", "redirect_loop", "too_large", "wrong_md5",
+          "unavailable", "retry_after_date", "retry_after_nan", "length_abc", "length_list",
+          "bad_gzip")
+# Faults that take as long as the client lets them (a body of a byte every `trickle_s`):
+# not cycled through by fault_rate unless asked for, so mixed-fault runs stay quick.
+SLOW_FAULTS = ("trickle",)
 # What the fetch stage should make of each fault (None: a retry recovers the photo), and
 # how many requests it may spend on it with --fetch_attempts 2.
 FAULT_OUTCOMES = {
@@ -36,6 +47,9 @@ FAULT_OUTCOMES = {
     "corrupt_jpeg": ("checksum", 1), "html": ("not_an_image", 1),
     "placeholder": ("placeholder", 1), "redirect_loop": ("redirect_loop", 6),
     "too_large": ("too_large", 1), "wrong_md5": ("checksum", 1),
+    "unavailable": ("server_error", 2), "retry_after_date": (None, 2),
+    "retry_after_nan": (None, 2), "length_abc": (None, 1), "length_list": (None, 1),
+    "bad_gzip": ("bad_response", 1),
 }
 PLACEHOLDER_PATH = "/images/en-us/photo_unavailable.png"
 # A tiny valid PNG standing in for Flickr's "photo unavailable" image.
@@ -59,6 +73,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         srv = self.server
+        with srv.lock:
+            srv.active += 1
+            srv.max_active = max(srv.max_active, srv.active)
+        try:
+            self._get()
+        finally:
+            with srv.lock:
+                srv.active -= 1
+
+    def _get(self):
+        srv = self.server
         path = urllib.parse.urlsplit(self.path).path
         with srv.lock:
             srv.requests[path] += 1
@@ -67,7 +92,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(srv.latency_s)
         if path == PLACEHOLDER_PATH:
             return self._send(200, PLACEHOLDER_PNG, "image/png")
+        if srv.outage:
+            return self._send(503, b"Service Unavailable", "text/plain")
+        if srv.storm_rate and _fraction(f"{path}#{count}") < srv.storm_rate:
+            with srv.lock:
+                srv.storm_answers += 1
+            return self._send(429, b"Too Many Requests", "text/plain",
+                              {"Retry-After": srv.storm_retry_after})
         route, _, name = path.strip("/").rpartition("/")
+        if route.startswith("cvdf/"):
+            route = "cvdf"
         image_id = name.split(".")[0]
         data = srv.photo(image_id)
         if data is None:
@@ -112,7 +146,52 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, data + bytes(self.server.too_large_bytes), "image/jpeg")
         if fault == "wrong_md5":
             return self._send(200, data[:-2] + b"\x00\x00", "image/jpeg")
-        return self._send(200, data, "image/jpeg")  # error_then_ok / rate_limited, later tries
+        if fault == "unavailable":
+            return self._send(503, b"Service Unavailable", "text/plain")
+        if fault == "retry_after_date" and count <= 1:
+            when = email.utils.formatdate(time.time() + 1, usegmt=True)
+            return self._send(429, b"Slow down", "text/plain", {"Retry-After": when})
+        if fault == "retry_after_nan" and count <= 1:
+            return self._send(429, b"Slow down", "text/plain", {"Retry-After": "nan"})
+        if fault == "length_abc":
+            return self._send_raw(200, data, {"Content-Length": "abc", "Connection": "close"})
+        if fault == "length_list":
+            n = str(len(data))
+            return self._send_raw(200, data, {"Content-Length": f"{n}, {n}"})
+        if fault == "bad_gzip":
+            return self._send(200, data, "image/jpeg", {"Content-Encoding": "gzip"})
+        if fault == "trickle":
+            return self._trickle(data)
+        return self._send(200, data, "image/jpeg")  # the later tries of *_then_ok faults
+
+    def _trickle(self, data: bytes):
+        """The whole photo, one byte every trickle_s: never idle long enough for a read
+        timeout, and never done in time either."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(self.server.trickle_s)
+        except OSError:  # the client cut it off
+            self.close_connection = True
+
+    def _send_raw(self, status: int, body: bytes, headers: dict):
+        """An answer with exactly these headers (hostile ones included), then the body."""
+        self.send_response(status)
+        self.send_header("Content-Type", "image/jpeg")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass
+        if headers.get("Connection") == "close":
+            self.close_connection = True
 
     def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
         self.send_response(status)
@@ -125,6 +204,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (size cap)
             self.close_connection = True
+
+
+def _fraction(text: str) -> float:
+    """A deterministic number in [0, 1) for a string."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
 class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -141,6 +225,10 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         chosen by hash (benchmarks on the full-size tables, which have no photos).
       latency_s: added to every response (100 ms models a far server).
       hang_s: how long a "hang" fault stalls (longer than the client's read timeout).
+      trickle_s: the pause between bytes of a "trickle" fault.
+      storm_rate: answer this fraction of all requests (by a hash of path and count) 429
+        with Retry-After `storm_retry_after`.
+      outage: answer every request 503 (settable while serving).
     """
 
     daemon_threads = True
@@ -151,15 +239,21 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                  fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = FAULTS,
                  fault_routes: tuple[str, ...] = ("original",), latency_s: float = 0.0,
                  hang_s: float = 5.0, too_large_bytes: int = 4 << 20, port: int = 0,
-                 redirects: dict[str, str] | None = None, pool: bool = False):
+                 redirects: dict[str, str] | None = None, pool: bool = False,
+                 trickle_s: float = 0.2, storm_rate: float = 0.0,
+                 storm_retry_after: str = "1", outage: bool = False):
         super().__init__(("127.0.0.1", port), _Handler)
         self.photo_dir = photo_dir
         self.faults = dict(faults or {})
-        unknown = set(self.faults.values()) - set(FAULTS) | set(fault_kinds) - set(FAULTS)
+        known = set(FAULTS) | set(SLOW_FAULTS)
+        unknown = set(self.faults.values()) - known | set(fault_kinds) - known
         if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULTS}")
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {sorted(known)}")
         self.fault_rate, self.fault_kinds, self.fault_routes = fault_rate, fault_kinds, fault_routes
         self.latency_s, self.hang_s, self.too_large_bytes = latency_s, hang_s, too_large_bytes
+        self.trickle_s, self.storm_rate, self.storm_retry_after = trickle_s, storm_rate, storm_retry_after
+        self.outage = outage
+        self.active = self.max_active = self.storm_answers = 0
         self.redirects = dict(redirects or {})
         self._pool = sorted(os.listdir(photo_dir)) if pool else []
         self.requests: collections.Counter = collections.Counter()
@@ -191,6 +285,8 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             self.requests.clear()
             self.faults, self.redirects, self.fault_rate = {}, {}, 0.0
             self.fault_kinds, self.fault_routes, self.latency_s = FAULTS, ("original",), 0.0
+            self.storm_rate, self.storm_retry_after, self.outage = 0.0, "1", False
+            self.max_active = self.storm_answers = 0
             for key, value in settings.items():
                 setattr(self, key, value)
 
@@ -204,6 +300,11 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             if (h % 10_000) / 10_000 < self.fault_rate:
                 return self.fault_kinds[(h // 10_000) % len(self.fault_kinds)]
         return ""
+
+    def max_in_flight(self) -> int:
+        """The most requests that were in progress at once since the last reset."""
+        with self.lock:
+            return self.max_active
 
     def total_requests(self) -> int:
         with self.lock:
@@ -232,12 +333,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--fault_rate", type=float, default=0.0)
     p.add_argument("--latency_ms", type=float, default=0.0)
+    p.add_argument("--fault_kinds", nargs="+", default=list(FAULTS),
+                   choices=list(FAULTS) + list(SLOW_FAULTS),
+                   help="the faults --fault_rate cycles through")
+    p.add_argument("--hang_s", type=float, default=5.0)
+    p.add_argument("--storm_rate", type=float, default=0.0,
+                   help="answer this fraction of all requests 429 with Retry-After")
+    p.add_argument("--retry_after", default="1", help="the Retry-After of --storm_rate 429s")
     p.add_argument("--pool", action="store_true",
                    help="serve any ImageID from the catalog's photos (for full-size tables)")
     args = p.parse_args(argv)
     photo_dir = os.path.join(args.catalog_dir, "photos")
-    server = ImageServer(photo_dir, fault_rate=args.fault_rate,
-                         latency_s=args.latency_ms / 1000, port=args.port, pool=args.pool)
+    server = ImageServer(photo_dir, fault_rate=args.fault_rate, fault_kinds=tuple(args.fault_kinds),
+                         latency_s=args.latency_ms / 1000, port=args.port, pool=args.pool,
+                         hang_s=args.hang_s, storm_rate=args.storm_rate,
+                         storm_retry_after=args.retry_after)
     print(f"serving {photo_dir} on {server.base_url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

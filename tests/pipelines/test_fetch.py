@@ -30,6 +30,7 @@ EXPECTED = server.FAULT_OUTCOMES
 def test_every_server_fault_has_a_known_outcome_and_real_reasons():
     assert set(EXPECTED) == set(server.FAULTS)
     assert {r for r, _ in EXPECTED.values() if r} <= set(fetch.REASONS)
+    assert not set(server.SLOW_FAULTS) & set(EXPECTED)  # mixed-fault runs stay quick
 
 
 @pytest.mark.parametrize("fault", sorted(EXPECTED))
@@ -48,8 +49,13 @@ def test_each_fault_gives_its_reason_within_the_retry_budget(site, tmp_path, fau
             fetcher.fetch(image)
         assert err.value.reason == reason, err.value.detail
     assert srv.total_requests() == requests
+    url = image.original_url
     if fault == "rate_limited":
         assert waits == [1.0]  # Retry-After honoured
+    if fault == "retry_after_date":  # an HTTP-date one second ahead, at 1 s resolution
+        assert len(waits) == 1 and 0.0 <= waits[0] <= 1.0
+    if fault in ("retry_after_nan", "error_then_ok"):  # nonsense or none: our own backoff
+        assert waits == [fetcher._backoff(url, 0)]
     # the next photo is unaffected: the run goes on
     assert fetcher.fetch(images[1]).source == "original"
 
@@ -159,7 +165,7 @@ def test_names_and_addresses_of_internal_hosts_are_refused(url):
 def test_connection_to_an_internal_address_is_refused_even_after_the_check(site, tmp_path, monkeypatch):
     """DNS rebinding: the name looked public when checked, the connection reached 127.0.0.1."""
     files, srv, images = site
-    monkeypatch.setattr(netsafety, "check_url", lambda url, allow_private=False: None)
+    monkeypatch.setattr(netsafety, "check_prepared", lambda url, allow_private=False: None)
     fetcher = fetch.Fetcher(_config(tmp_path, allow_private_network=False))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[0])

@@ -1,0 +1,117 @@
+"""The download cache: verified bytes and final failures per (source, ImageID), on disk.
+
+    <cache_dir>/<source>/<id[:2]>/<id>.img          the verified photo
+    <cache_dir>/<source>/<id[:2]>/<id>.failed.json  a final failure, with what produced it
+
+Files are written to `.tmp/<pid>-...` first, then renamed: a killed worker leaves only a
+temp file, which never counts as cached and is removed by the next Cache over the folder.
+What may be cached, and which settings a cached failure depends on, is the failure table's
+business (schemas/failures.py); pipelines/fetch.py decides whether a record still holds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+
+# Version 2 records carry the settings that produced a failure; version 1 records (none)
+# cached 5xx answers as final, so they are not trusted.
+CACHE_VERSION = 2
+
+
+class Cache:
+    """One cache folder; thread-safe (every write is a rename)."""
+
+    def __init__(self, root: str, count=lambda key, n=1: None):
+        self.root = root
+        self._tmp = os.path.join(root, ".tmp")
+        self._count = count
+        self._warned = False
+        remove_orphaned_temp_files(self._tmp)
+
+    def path(self, source: str, image_id: str) -> str:
+        return os.path.join(self.root, source, image_id[:2], image_id)
+
+    def read_image(self, source: str, image_id: str) -> bytes | None:
+        try:
+            with open(self.path(source, image_id) + ".img", "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def read_failure(self, source: str, image_id: str) -> dict | None:
+        """A cached failure record of this cache's version, or None."""
+        try:
+            with open(self.path(source, image_id) + ".failed.json", "rb") as f:
+                record = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("version") != CACHE_VERSION:
+            return None
+        return record
+
+    def write_image(self, source: str, image_id: str, data: bytes) -> None:
+        if self._write(source, image_id, ".img", data):
+            try:  # the photo now supersedes an older failure
+                os.remove(self.path(source, image_id) + ".failed.json")
+            except OSError:
+                pass
+
+    def write_failure(self, source: str, image_id: str, record: dict) -> None:
+        record = {**record, "version": CACHE_VERSION}
+        self._write(source, image_id, ".failed.json",
+                    json.dumps(record, sort_keys=True).encode())
+
+    def _write(self, source: str, image_id: str, suffix: str, data: bytes) -> bool:
+        """Write by rename; a cache that cannot be written (full, read-only) costs reruns
+        their shortcut, never a photo: it is counted and logged once, not raised."""
+        path = self.path(source, image_id) + suffix
+        tmp = os.path.join(self._tmp, f"{os.getpid()}-{threading.get_ident()}-{image_id}{suffix}")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(self._tmp, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            return True
+        except OSError as err:
+            self._count("cache_write_errors")
+            if not self._warned:
+                self._warned = True
+                log.warning("cannot write the download cache %s: %s", self.root, err)
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            return False
+
+
+def remove_orphaned_temp_files(tmp_dir: str) -> int:
+    """Delete temp files of processes that no longer run (killed mid-write); returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(tmp_dir)
+    except OSError:
+        return 0
+    for name in names:
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(tmp_dir, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,167 @@
+"""The download window against real servers: its size, host pauses, backoff, deadlines."""
+import dataclasses
+
+import apache_beam as beam
+import pytest
+from apache_beam.transforms import window as beam_window
+
+from pipelines import fetch, netsafety
+from pipelines.demo import server
+from pipelines.fetch_stage import FetchImages
+from pipelines.fetch_window import Window
+from schemas.records import ImageTask
+from tests.conftest import collect, collected, image_rows, make_pipeline
+from tests.pipelines.test_fetch import _config
+
+
+@pytest.fixture
+def two_hosts(photo_site):
+    """The photo site and a second server on another port: another host."""
+    files, srv = photo_site
+    other = server.ImageServer(srv.photo_dir).start()
+    yield files, srv, other, image_rows(files.images_csv)
+    other.stop()
+
+
+def _on(image, srv):
+    """The image row with its original on `srv`."""
+    return dataclasses.replace(image, original_url=image.original_url.replace(
+        image.original_url.split("/original/")[0], srv.base_url))
+
+
+def _run(window: Window, images) -> list:
+    """Offer every image as a caller would; the results in the order they came."""
+    out = []
+    for i, image in enumerate(images):
+        while not window.offer(i, image):
+            window.wait()
+            out += window.take()
+        out += window.take()
+    out += list(window.drain())
+    return out
+
+
+@pytest.fixture
+def quiet_host(photo_site):
+    """A server of its own, so that no slow answer left over from another test counts."""
+    files, srv = photo_site
+    own = server.ImageServer(srv.photo_dir, latency_s=0.05).start()
+    yield own, [_on(image, own) for image in image_rows(files.images_csv)]
+    own.stop()
+
+
+def test_the_window_never_exceeds_fetch_concurrency_and_stays_full(quiet_host, tmp_path):
+    srv, images = quiet_host
+    tasks = [ImageTask(image, (), "train") for image in images[:30]]
+    config = _config(tmp_path, fetch_concurrency=4)
+    with make_pipeline() as p:
+        photos, failed = p | beam.Create(tasks) | FetchImages(config)
+        collect(photos | beam.Map(lambda ph: ph.task.image_id), tmp_path / "ids.pkl", "Ids")
+    assert sorted(collected(tmp_path / "ids.pkl")) == sorted(t.image_id for t in tasks)
+    assert srv.max_in_flight() == 4  # counted by the server: never more, and it filled up
+    assert srv.total_requests() == 30
+
+
+def test_one_host_gets_at_most_fetch_per_host(quiet_host, tmp_path):
+    srv, images = quiet_host
+    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=6, fetch_per_host=2))
+    window = Window(fetcher, 6, 2)
+    results = _run(window, images[:12])
+    window.close()
+    assert sorted(k for k, _ in results) == list(range(12))
+    assert all(isinstance(r, fetch.Fetched) for _, r in results)
+    assert srv.max_in_flight() == 2
+
+
+@pytest.mark.timeout(120)
+def test_uncollected_results_hold_back_dispatch_but_never_stall(photo_site, tmp_path):
+    """Results nobody has taken yet count against the window (they hold photo bytes);
+    taking them dispatches what they held back."""
+    files, srv = photo_site
+    images = image_rows(files.images_csv)[:5]
+    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=2))
+    window = Window(fetcher, 2, 2)
+    for i in range(2):
+        assert window.offer(i, images[i])
+    while window.in_flight():
+        window.wait(0.05)
+    assert window.offer(2, images[2]) and window.offer(3, images[3])
+    assert window.in_flight() == 0  # two results wait to be taken: nothing more goes out
+    results = window.take() + list(window.drain())
+    window.close()
+    assert sorted(k for k, _ in results) == [0, 1, 2, 3] and srv.total_requests() == 4
+
+
+def test_a_paused_host_holds_no_slot(two_hosts, tmp_path):
+    """One slot only. Host A answers 429 (Retry-After: 1) to the first photo: while A is
+    paused, host B's photos take the slot; A's photo comes back last."""
+    files, srv_a, srv_b, images = two_hosts
+    first = images[0]
+    srv_a.reset(faults={first.image_id: "rate_limited"})
+    others = [_on(image, srv_b) for image in images[1:9]]
+    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=1))
+    window = Window(fetcher, 1, 1)
+    results = _run(window, [first] + others)
+    window.close()
+    assert [k for k, _ in results] == list(range(1, 9)) + [0]
+    assert all(isinstance(r, fetch.Fetched) for _, r in results)
+    assert srv_a.total_requests() == 2 and srv_b.total_requests() == 8
+    assert fetcher.stats["host_pauses"] == 1 and fetcher.stats["answers_429"] == 1
+
+
+def test_429s_back_the_host_off_and_answers_bring_it_back(photo_site, tmp_path):
+    files, srv = photo_site
+    images = image_rows(files.images_csv)[:24]
+    srv.reset(faults={image.image_id: "rate_limited" for image in images[:4]})
+    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=8, fetch_per_host=8))
+    window = Window(fetcher, 8, 8)
+    results = _run(window, images)
+    window.close()
+    assert sorted(k for k, _ in results) == list(range(24))
+    assert all(isinstance(r, fetch.Fetched) for _, r in results)
+    assert fetcher.stats["host_backoffs"] >= 1  # halved at least once ...
+    assert window.host_limit(netsafety.host_key(images[0].original_url)) == 8  # ... and recovered
+    assert srv.total_requests() == 28
+
+
+def test_a_photo_whose_share_runs_out_in_the_queue_moves_to_its_next_source(two_hosts, tmp_path):
+    """Host A takes one request at a time. P2's first try gets a 500 (after A's 1 s
+    latency) and its retry waits behind P1, whose body trickles. When P2's share of the
+    deadline (half of 4 s, two sources) runs out in A's queue, it moves on to the mirror on
+    host B. P1 is cut at the end of its own share, a second later, and moves there too."""
+    files, srv_a, srv_b, images = two_hosts
+    p2, p1 = images[0], images[1]
+    # latency: P1 starts 1 s after P2, so P2's share ends well before P1 is cut
+    srv_a.reset(faults={p2.image_id: "error_then_ok", p1.image_id: "trickle"}, trickle_s=0.1,
+                latency_s=1.0)
+    config = _config(tmp_path, fetch_concurrency=2, fetch_per_host=1, deadline_s=4.0,
+                     read_timeout_s=3.0,
+                     image_source=("original", "cvdf"), cvdf_base_url=srv_b.base_url)
+    fetcher = fetch.Fetcher(config)
+    window = Window(fetcher, 2, 1)
+    results = dict(_run(window, [p2, p1]))
+    window.close()
+    assert {k: getattr(r, "source", r) for k, r in results.items()} == {0: "cvdf", 1: "cvdf"}
+    assert srv_a.requests[f"/original/{p2.image_id}.jpg"] == 1  # its retry never ran on A
+    assert fetcher.stats["deadline_cuts"] == 1 and fetcher.stats["fallbacks"] == 2
+
+
+def test_outputs_keep_the_window_and_timestamp_of_their_element(photo_site, tmp_path):
+    """Results leave process() and finish_bundle() for other elements than the current
+    one; each must still be in its own element's window."""
+    files, srv = photo_site
+    images = image_rows(files.images_csv)[:6]
+    srv.reset(faults={images[0].image_id: "not_found"})
+    stamped = [beam_window.TimestampedValue(ImageTask(image, (), "train"), 60 * i + 5)
+               for i, image in enumerate(images)]
+    with make_pipeline() as p:
+        tasks = p | beam.Create(stamped) | "Minutes" >> beam.WindowInto(beam_window.FixedWindows(60))
+        photos, failed = tasks | FetchImages(_config(tmp_path, fetch_concurrency=3))
+        where = photos | "Where" >> beam.Map(
+            lambda ph, w=beam.DoFn.WindowParam, t=beam.DoFn.TimestampParam:
+            (ph.task.image_id, int(w.start), int(t)))
+        collect(where | "Global" >> beam.WindowInto(beam_window.GlobalWindows()), tmp_path / "where.pkl",
+                "Where")
+    got = sorted(collected(tmp_path / "where.pkl"))
+    assert got == sorted((image.image_id, 60 * i, 60 * i + 5)
+                         for i, image in enumerate(images) if i > 0)
