@@ -40,6 +40,8 @@ setup(
         # TensorFlow 2.21 no longer depends on it; the trainer's TensorBoard logs need it.
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9.4",
+        # --file_format array_record: random-access shards (tfds as_data_source, Grain).
+        "array-record>=0.5",
         "pyyaml>=6.0",
         "matplotlib>=3.7",
     ],
@@ -53,6 +55,9 @@ setup(
             # stager packages setup.py with `python -m build`.
             "apache-beam[gcp]>=2.60",
             "build>=1.0",
+            # The README's random-access example (a Grain DataLoader over as_data_source)
+            # runs as a test.
+            "grain>=0.2",
         ],
         "gcp": ["apache-beam[gcp]>=2.60"],
     },

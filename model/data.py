@@ -1,7 +1,8 @@
 """tf.data input pipeline from a dataset written by `build`.
 
 Finds the split's shards through `tfds.builder_from_directory` (the dataset's own
-metadata), reads them with parallel interleaved TFRecord reads, and parses only the two
+metadata), reads them with parallel interleaved reads (TFRecord, or ArrayRecord through a
+generator per shard), and parses only the two
 features training needs, with the keys of schemas/examples: decoder (serialized bytes ->
 dict) and parser (dict -> (image, label)) are separate, as in keras-io's TFRecord recipes.
 Each JPEG is decoded once, in a parallel map; decoded images are cached in memory when
@@ -84,6 +85,21 @@ def load_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
     return tf.clip_by_value(tf.round(image), 0, 255)
 
 
+def _file_format(builder) -> str:
+    fmt = getattr(builder.info, "file_format", None)
+    return getattr(fmt, "value", fmt) or "tfrecord"
+
+
+def _array_records(path: bytes):
+    """The serialized examples of one ArrayRecord shard, in order (tf.data has no reader of
+    its own for the format; TFDS reads it only through as_data_source)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+    reader = ArrayRecordReader(path.decode())
+    n = reader.num_records()
+    for start in range(0, n, 256):
+        yield from reader.read(start, min(n, start + 256))
+
+
 def epoch_counter() -> tf.Variable:
     """The epoch whose order the next pass over a training dataset uses (each pass adds one;
     the trainer sets it at every epoch's start)."""
@@ -103,6 +119,7 @@ def make_dataset(dataset_dir: str, split: str, image_size: int, batch_size: int,
     """
     builder = tfds.builder_from_directory(dataset_dir)
     info = DatasetInfo.load(dataset_dir)
+    file_format = _file_format(builder)
     n = builder.info.splits[split].num_examples
     paths = sorted(os.path.join(dataset_dir, f) for f in builder.info.splits[split].filenames)
     use_cache = cache == "true" or (cache == "auto"
@@ -119,6 +136,12 @@ def make_dataset(dataset_dir: str, split: str, image_size: int, batch_size: int,
         return tf.constant(seed, tf.int64) * 1_000_003 + counter.assign_add(1) - 1
 
     def read(files: tf.data.Dataset) -> tf.data.Dataset:
+        if file_format == "array_record":
+            return files.interleave(
+                lambda path: tf.data.Dataset.from_generator(
+                    _array_records, args=(path,), output_signature=tf.TensorSpec([], tf.string)),
+                cycle_length=min(4, len(paths)), block_length=1, num_parallel_calls=AUTOTUNE,
+                deterministic=True)
         return tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(paths)))
 
     def decoded(record_batches: tf.data.Dataset) -> tf.data.Dataset:

@@ -141,6 +141,9 @@ class OpenSandwichesOptions(PipelineOptions):
                        help="Target shard size; the shard count per split follows from it.")
         g.add_argument("--num_shards", type=int, default=0,
                        help="Fixed shard count per split (overrides --shard_size_mb).")
+        g.add_argument("--file_format", choices=("tfrecord", "array_record"), default="tfrecord",
+                       help="Shard format: tfrecord (sequential, tf.data) or array_record "
+                            "(random access: tfds as_data_source, Grain, PyTorch loaders).")
         g.add_argument("--overwrite", action="store_true",
                        help="Rebuild over a completed dataset of the same name and version.")
         g.add_argument("--export_folders", default="",

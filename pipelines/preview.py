@@ -27,7 +27,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from pipelines import crop, fetch, tfrecord
+from pipelines import crop, fetch, shardio
 from schemas import examples
 
 # One colour per label (cycled); the first is pure red, which tests look for.
@@ -118,14 +118,20 @@ def _crops_by_class_and_split(dataset_dir: str, per_cell: int) -> dict[tuple[str
     with open(os.path.join(dataset_dir, "label.labels.txt")) as f:  # tfds's ClassLabel names
         labels = [line.strip() for line in f if line.strip()]
     out: dict[tuple[str, str], list[bytes]] = collections.defaultdict(list)
-    for split, shard, _ in examples.shards_of(info):
-        with open(os.path.join(dataset_dir, shard), "rb") as f:
-            for record in tfrecord.read_records(f):
-                feats = tf.train.Example.FromString(record).features.feature
-                label = labels[feats[examples.LABEL].int64_list.value[0]]
-                cell = out[(label, split)]
-                if len(cell) < per_cell:
-                    cell.append(feats[examples.IMAGE].bytes_list.value[0])
+    splits = {split for split, _, n in examples.shards_of(info) if n}
+    cells = len(labels) * len(splits)  # stop reading once every cell is full
+    fmt = examples.file_format_of(info)
+    for split, shard, n in examples.shards_of(info):
+        if not n or all(len(out.get((label, split), ())) >= per_cell for label in labels):
+            continue
+        for record in shardio.read_records(os.path.join(dataset_dir, shard), fmt):
+            feats = tf.train.Example.FromString(record).features.feature
+            label = labels[feats[examples.LABEL].int64_list.value[0]]
+            cell = out[(label, split)]
+            if len(cell) < per_cell:
+                cell.append(feats[examples.IMAGE].bytes_list.value[0])
+            if sum(len(c) >= per_cell for c in out.values()) == cells:
+                return out
     return out
 
 

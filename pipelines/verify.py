@@ -2,7 +2,7 @@
 
     open-sandwiches verify out/hamburger_sandwich/1.0.0
 
-Reads every shard (checking each record's CRCs), recounts examples per shard against
+Reads every shard (TFRecord or ArrayRecord, checking the format's own checksums), recounts examples per shard against
 `dataset_info.json`, checks each shard file's sha256 against `build_report.json`, and
 decodes every example with the dataset's own feature spec (`features.json`, written from
 schemas/examples.py) to compare it with its `manifest.parquet` row: every column the two
@@ -25,11 +25,10 @@ import io
 import json
 import os
 import sys
-from typing import BinaryIO
 
 import pyarrow.parquet as pq
 
-from pipelines import files, tfrecord
+from pipelines import files, shardio
 from pipelines.write import COMPLETED_FILE, MANIFEST_FILE, REPORT_FILE
 from schemas import examples
 
@@ -38,24 +37,6 @@ from schemas import examples
 SHARED_COLUMNS = ("split", "shard", "label", "label_index", "mid", "xmin", "xmax", "ymin",
                   "ymax", "jpeg_sha256", "license", "author", "landing_url")
 Key = tuple[str, int]
-
-
-class _HashingReader:
-    """A reader that hashes what passes through it, so a shard is read once for both."""
-
-    def __init__(self, f: BinaryIO):
-        self._f, self.sha256 = f, hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self.sha256.update(data)
-        return data
-
-    def hexdigest_of_all(self) -> str:
-        """The digest of the whole file: reads whatever the caller left unread."""
-        while self.read(1 << 20):
-            pass
-        return self.sha256.hexdigest()
 
 
 def example_row(features, record: bytes, split: str, shard: str) -> dict:
@@ -90,30 +71,29 @@ def read_shards(dataset_dir: str, info: dict, problems: list[str]
     found: dict[Key, dict] = {}
     digests: dict[str, str] = {}
     examples_read = 0
+    file_format = examples.file_format_of(info)
     for split, shard, length in examples.shards_of(info):
         path = files.join_path(dataset_dir, shard)
         if not files.exists(path):
             problems.append(f"{shard}: missing")
             continue
         count = 0
-        with files.open_binary(path) as f:
-            reader = _HashingReader(f)
-            try:
-                for record in tfrecord.read_records(reader):
-                    count += 1
-                    try:
-                        row = example_row(features, record, split, shard)
-                    except Exception as err:  # framed with valid CRCs, but not our example
-                        problems.append(f"{shard}: record {count} is not an example of "
-                                        f"this dataset ({type(err).__name__}: {err})")
-                        continue
-                    key = (row["image_id"], row["box_index"])
-                    if key in found:
-                        problems.append(f"{shard}: example {key} appears twice")
-                    found[key] = row
-            except tfrecord.CorruptRecord as err:
-                problems.append(f"{shard}: corrupt: {err}")
-            digests[shard] = reader.hexdigest_of_all()
+        try:
+            for record in shardio.read_records(path, file_format):
+                count += 1
+                try:
+                    row = example_row(features, record, split, shard)
+                except Exception as err:  # framed with valid checksums, but not our example
+                    problems.append(f"{shard}: record {count} is not an example of "
+                                    f"this dataset ({type(err).__name__}: {err})")
+                    continue
+                key = (row["image_id"], row["box_index"])
+                if key in found:
+                    problems.append(f"{shard}: example {key} appears twice")
+                found[key] = row
+        except shardio.CorruptShard as err:
+            problems.append(f"{shard}: corrupt: {err}")
+        digests[shard] = shardio.sha256_of(path)
         examples_read += count
         if count != length:
             problems.append(f"{shard}: {count} examples, dataset_info.json says {length}")

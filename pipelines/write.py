@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from pipelines import failures, files, runs, tfrecord
+from pipelines import failures, files, runs, shardio
 from pipelines.progress import Progress
 from schemas import examples
 from schemas.records import Crop
@@ -49,8 +49,10 @@ class DatasetLayout:
     output_dir: str
     name: str
     version: str
+    file_format: str = "tfrecord"
 
     def __post_init__(self):
+        shardio.check_format(self.file_format)
         if not _NAME.match(self.name):
             raise ValueError(f"--dataset_name {self.name!r}: use lowercase letters, digits "
                              f"and underscores, starting with a letter")
@@ -75,7 +77,7 @@ class DatasetLayout:
         return files.join_path(self.parts_dir, "manifest", f"{split}-{shard:05d}.parquet")
 
     def shard_file(self, split: str, shard: int, num_shards: int) -> str:
-        return examples.shard_file(self.name, split, shard, num_shards)
+        return examples.shard_file(self.name, split, shard, num_shards, self.file_format)
 
     def path(self, name: str) -> str:
         return files.join_path(self.dir, name)
@@ -113,9 +115,9 @@ def example_key(image_id: str, box_index: int) -> bytes:
     return image_id.encode("ascii") + box_index.to_bytes(4, "big")
 
 
-def pack_example(framed: bytes, manifest_row: dict) -> tuple[bytes, ...]:
-    """A run value (in parts): the framed record, then the example's manifest row."""
-    return _LENGTH.pack(len(framed)), framed, json.dumps(manifest_row).encode("utf-8")
+def pack_example(data: bytes, manifest_row: dict) -> tuple[bytes, ...]:
+    """A run value (in parts): the serialised example, then its manifest row."""
+    return _LENGTH.pack(len(data)), data, json.dumps(manifest_row).encode("utf-8")
 
 
 def unpack_example(value: bytes) -> tuple[memoryview, dict]:
@@ -146,8 +148,7 @@ class _SerializeToRuns(beam.DoFn):
         row = examples.manifest_row(crop, "", hashlib.sha256(crop.jpeg).hexdigest())
         part = ((crop.split, shard_of(crop.key, self._num_shards)) if self._num_shards
                 else (crop.split,))
-        out = self._runs.add(part, example_key(*crop.key),
-                             pack_example(tfrecord.frame(data), row), len(data))
+        out = self._runs.add(part, example_key(*crop.key), pack_example(data, row), len(data))
         img = crop.image
         out += self._runs.add((ATTRIBUTION,), img.image_id.encode("ascii"), json.dumps(
             [img.title, img.author, img.license, img.landing_url]).encode("utf-8"))
@@ -173,7 +174,7 @@ class _Reshard(beam.DoFn):
         writer = runs.RunWriter(self._layout.runs_dir, limit_bytes=1 << 62)
         for key, value in runs.read_slice(s):
             shard = shard_of((key[:16].decode("ascii"), int.from_bytes(key[16:], "big")), n)
-            writer.add((split, shard), key, value, len(unpack_example(value)[0]) - 16)
+            writer.add((split, shard), key, value, len(unpack_example(value)[0]))
         yield from writer.flush()
 
 
@@ -192,23 +193,20 @@ class _MergeShard(beam.DoFn):
         start = time.perf_counter()
         n = num_shards[split]
         name = self._layout.shard_file(split, shard, n)
-        digest, count, num_bytes, rows = hashlib.sha256(), 0, 0, []
-        with files.open_for_write(self._layout.path(name)) as f:
+        rows = []
+        with shardio.open_shard(self._layout.path(name), self._layout.file_format) as f:
             for _, value in runs.merge(slices):
-                framed, row = unpack_example(value)
-                digest.update(framed)
-                f.write(framed)
-                count += 1
-                num_bytes += len(framed)
+                data, row = unpack_example(value)
+                f.write(data)
                 rows.append({**row, "shard": name})
         sink = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=examples.MANIFEST_SCHEMA), sink)
         files.write_bytes(self._layout.manifest_part(split, shard), sink.getvalue())
         self._shards.inc()
-        self._examples.inc(count)
+        self._examples.inc(f.count)
         self._busy_ms.update(int((time.perf_counter() - start) * 1000))
         labels = collections.Counter(r["label"] for r in rows)
-        yield ShardInfo(split, shard, n, count, num_bytes, digest.hexdigest(),
+        yield ShardInfo(split, shard, n, f.count, f.num_bytes, f.sha256,
                         tuple(sorted(labels.items())))
 
 
@@ -279,12 +277,16 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
     for info in shards:
         by_split[info.split][info.shard] = info
     split_infos = []
+    digests = {layout.shard_file(i.split, i.shard, i.num_shards): i.sha256 for i in shards}
     for split in sorted(by_split, key=_split_order):
         infos = by_split[split]
         n = next(iter(infos.values())).num_shards
         for shard in range(n):
-            if shard not in infos:
-                files.write_bytes(layout.path(layout.shard_file(split, shard, n)), b"")
+            if shard not in infos:  # a valid empty file of the format
+                name = layout.shard_file(split, shard, n)
+                with shardio.open_shard(layout.path(name), layout.file_format) as empty:
+                    pass
+                digests[name] = empty.sha256
         split_infos.append(tfds.core.SplitInfo(
             name=split, shard_lengths=[infos[s].count if s in infos else 0 for s in range(n)],
             num_bytes=sum(i.num_bytes for i in infos.values())))
@@ -311,8 +313,7 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
         "invariant": {"planned_boxes": planned_boxes, "examples": n_examples,
                       "fetch_and_crop_failures": after_plan,
                       "lost": planned_boxes - n_examples - after_plan},
-        "shard_sha256": {layout.shard_file(i.split, i.shard, i.num_shards): i.sha256
-                         for i in sorted(shards, key=lambda i: (i.split, i.shard))},
+        "shard_sha256": dict(sorted(digests.items())),
     }
 
 

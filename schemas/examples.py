@@ -27,22 +27,29 @@ LICENSE = "license"
 AUTHOR = "author"
 LANDING_URL = "landing_url"
 
-FILE_FORMAT = "tfrecord"
+FILE_FORMATS = ("tfrecord", "array_record")  # TFDS's names, as in its file names
 SPLIT_ORDER = ("train", "validation", "test")
 
 
-def shard_file(name: str, split: str, shard: int, num_shards: int) -> str:
-    """A shard's file name in the TFDS layout: <name>-<split>.tfrecord-NNNNN-of-MMMMM."""
-    return f"{name}-{split}.{FILE_FORMAT}-{shard:05d}-of-{num_shards:05d}"
+def shard_file(name: str, split: str, shard: int, num_shards: int,
+               file_format: str = "tfrecord") -> str:
+    """A shard's file name in the TFDS layout: <name>-<split>.<format>-NNNNN-of-MMMMM."""
+    return f"{name}-{split}.{file_format}-{shard:05d}-of-{num_shards:05d}"
+
+
+def file_format_of(dataset_info: dict) -> str:
+    """The shards' format a dataset_info.json records."""
+    return dataset_info.get("fileFormat") or "tfrecord"
 
 
 def shards_of(dataset_info: dict) -> list[tuple[str, str, int]]:
     """(split, file name, examples) for every shard a dataset_info.json lists."""
     out = []
+    fmt = file_format_of(dataset_info)
     for split in dataset_info.get("splits", []):
         lengths = [int(n) for n in split.get("shardLengths", [])]
-        out += [(split["name"], shard_file(dataset_info["name"], split["name"], i, len(lengths)), n)
-                for i, n in enumerate(lengths)]
+        out += [(split["name"], shard_file(dataset_info["name"], split["name"], i, len(lengths),
+                                           fmt), n) for i, n in enumerate(lengths)]
     return out
 
 

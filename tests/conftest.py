@@ -111,4 +111,5 @@ def shard_digests(folder) -> dict[str, str]:
     """sha256 of every shard file in a dataset folder, by name."""
     import hashlib
     return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
-            for name in sorted(os.listdir(folder)) if ".tfrecord-" in name}
+            for name in sorted(os.listdir(folder))
+            if ".tfrecord-" in name or ".array_record-" in name}
