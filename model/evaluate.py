@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from model import data, network, plots
+from schemas.records import SPLITS
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
@@ -58,7 +59,7 @@ def evaluate(model_dir: str, dataset_dir: str = "", top_mistakes: int = 12) -> d
     if list(info.labels) != labels:
         raise ValueError(f"the model's labels {labels} differ from the dataset's {list(info.labels)}")
     results: dict = {"labels": labels, "dataset_dir": dataset_dir}
-    for split in ("validation", "test"):
+    for split in SPLITS[1:]:
         if not info.split_sizes.get(split):
             continue
         y_true, y_prob, wrong = [], [], []
@@ -93,7 +94,7 @@ def evaluate(model_dir: str, dataset_dir: str = "", top_mistakes: int = 12) -> d
 
 def format_metrics(results: dict) -> str:
     lines = []
-    for split in ("validation", "test"):
+    for split in SPLITS[1:]:
         if split not in results:
             continue
         r = results[split]

@@ -15,7 +15,6 @@ seed gives the same history, resumed or not.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil

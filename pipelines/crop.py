@@ -48,7 +48,8 @@ import simplejpeg
 from PIL import Image
 
 from pipelines import jpegscans
-from schemas.records import Box
+from schemas import failures
+from schemas.records import STAGE_CROP, Box
 
 try:
     from pipelines import _jpegregion
@@ -58,10 +59,10 @@ except ImportError:  # not built here (no C compiler or libjpeg headers): whole-
     _jpegregion = None
 
 ASPECTS = ("pad", "stretch", "center")
-REASON_NOT_AN_IMAGE = "not_an_image"
-REASON_TOO_SMALL = "too_small"
-REASON_TOO_LARGE = "too_large"
-REASON_UNEXPECTED = "unexpected"  # anything else that went wrong with one photo (crop_stage)
+NOT_AN_IMAGE = failures.declared(STAGE_CROP, "not_an_image")
+TOO_SMALL = failures.declared(STAGE_CROP, "too_small")
+TOO_LARGE = failures.declared(STAGE_CROP, "too_large")
+UNEXPECTED = failures.declared(STAGE_CROP, "unexpected")  # anything else (crop_stage)
 
 _EXIF_ORIENTATION = 0x0112
 _EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -212,16 +213,16 @@ def _pixel_limit() -> int:
 def _check_pixels(width: int, height: int) -> None:
     """The decompression-bomb guard, from the header, before any pixel is decoded."""
     if width * height > _pixel_limit():
-        raise DecodeError(REASON_TOO_LARGE, f"{width}x{height} pixels is over the "
+        raise DecodeError(TOO_LARGE, f"{width}x{height} pixels is over the "
                                             f"decompression-bomb limit")
 
 
 def _over_limit(spec: CropSpec, kind: str, scan: int) -> DecodeError:
     """The failure for a JPEG past a limit, worded the same whichever decoder found it."""
     if kind == "scans":
-        return DecodeError(REASON_TOO_LARGE, f"more than {spec.max_jpeg_scans} scans "
+        return DecodeError(TOO_LARGE, f"more than {spec.max_jpeg_scans} scans "
                                              f"(--max_jpeg_scans; real photos have about 10)")
-    return DecodeError(REASON_TOO_LARGE, f"scans 1-{scan} hold more than "
+    return DecodeError(TOO_LARGE, f"scans 1-{scan} hold more than "
                                          f"{spec.max_jpeg_megasamples} million samples "
                                          f"(--max_jpeg_megasamples)")
 
@@ -260,7 +261,7 @@ def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as err:
-            raise DecodeError(REASON_NOT_AN_IMAGE, f"bad JPEG header: {err}") from None
+            raise DecodeError(NOT_AN_IMAGE, f"bad JPEG header: {err}") from None
         _check_pixels(width, height)
         if colorspace in ("Gray", "YCbCr", "RGB"):
             factor = _power_of_two(_needed_scale(boxes, spec, width, height))
@@ -280,7 +281,7 @@ def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
                 pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=sw,
                                                 min_height=sh)
             except ValueError as err:
-                raise DecodeError(REASON_NOT_AN_IMAGE, f"JPEG does not decode: {err}") from None
+                raise DecodeError(NOT_AN_IMAGE, f"JPEG does not decode: {err}") from None
             return Decoded(pixels, width, height, orientation, sw, sh)
         _check_scans(data, spec)
     return _decode_with_pil(data, boxes, spec)
@@ -305,9 +306,9 @@ def _decode_with_pil(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # Over twice the limit PIL refuses in open(); between once and twice it warns, which
         # raises only where some warning filter (process-wide) says so: too_large either way.
-        raise DecodeError(REASON_TOO_LARGE, str(err)) from None
+        raise DecodeError(TOO_LARGE, str(err)) from None
     except Exception as err:  # PIL raises many types for bad input; all mean the same
-        raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
+        raise DecodeError(NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
     _check_pixels(width, height)
     try:
         orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
@@ -316,7 +317,7 @@ def _decode_with_pil(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
             img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))
         img.load()
     except Exception as err:
-        raise DecodeError(REASON_NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
+        raise DecodeError(NOT_AN_IMAGE, f"{type(err).__name__}: {err}") from None
     pixels = _to_rgb(img)
     return Decoded(pixels, width, height, orientation, pixels.shape[1], pixels.shape[0])
 
@@ -366,7 +367,7 @@ def crop_box(decoded: Decoded, box: Box, rotation: int | None, spec: CropSpec) -
     full_w = (x1 - x0) * decoded.full_width
     full_h = (y1 - y0) * decoded.full_height
     if min(full_w, full_h) < spec.min_crop_pixels:
-        raise DecodeError(REASON_TOO_SMALL, f"{full_w:.0f}x{full_h:.0f} px in the photo, "
+        raise DecodeError(TOO_SMALL, f"{full_w:.0f}x{full_h:.0f} px in the photo, "
                                             f"under --min_crop_pixels {spec.min_crop_pixels}")
     ox, oy = decoded.origin
     region = decoded.pixels[py0 - oy:py1 - oy, px0 - ox:px1 - ox]

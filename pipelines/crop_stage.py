@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines import crop
-from pipelines.scan import FAILED
+from pipelines.failures import FAILED
 from schemas.records import STAGE_CROP, Box, Crop, Failure, FetchedPhoto
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def crop_or_fail(photo: FetchedPhoto,
     except Exception as err:  # the boundary: anything, recorded, never raised
         log.warning("cropping %s raised %s; its %d boxes become failure records",
                     task.image_id, type(err).__name__, len(task.boxes), exc_info=True)
-        error = crop.DecodeError(crop.REASON_UNEXPECTED, f"{type(err).__name__}: {err}")
+        error = crop.DecodeError(crop.UNEXPECTED, f"{type(err).__name__}: {err}")
         return [(box, error) for box in task.boxes]
 
 
@@ -34,7 +34,7 @@ class _CropPhoto(beam.DoFn):
         self._spec = spec
         self._crops = Metrics.counter("crop", "crops")
         self._failed = Metrics.counter("crop", "failures")
-        self._unexpected = Metrics.counter("crop", f"failed_{crop.REASON_UNEXPECTED}")
+        self._unexpected = Metrics.counter("crop", f"failed_{crop.UNEXPECTED}")
         self._busy_ms = Metrics.distribution("timing", "crop_ms")
 
     def process(self, photo: FetchedPhoto):
@@ -47,7 +47,7 @@ class _CropPhoto(beam.DoFn):
         for box, out in results:
             if isinstance(out, crop.DecodeError):
                 self._failed.inc()
-                if out.reason == crop.REASON_UNEXPECTED:
+                if out.reason == crop.UNEXPECTED:
                     self._unexpected.inc()
                 yield beam.pvalue.TaggedOutput(FAILED, Failure(
                     STAGE_CROP, task.image_id, box.box_index, photo.url, out.reason,

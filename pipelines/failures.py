@@ -22,6 +22,7 @@ from pipelines import files, runs
 from schemas.records import STAGE_CROP, STAGE_FETCH, Failure
 
 FAILURES_FILE = "failures.jsonl"
+FAILED = "failed"  # the output tag of every stage's failure records
 AFTER_PLAN = "after_plan"
 
 

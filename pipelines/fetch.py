@@ -29,25 +29,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import threading
 import time
 
-from pipelines import fetch_cache, fetch_http, files, netsafety
+from pipelines import fetch_cache, fetch_http, files, keys, netsafety
 from pipelines.fetch_http import (BAD_IMAGE_ID, BAD_RESPONSE, BLOCKED_URL, CHECKSUM,  # noqa: F401
                                   CONNECTION_ERROR, HTTP_ERROR, NO_URL, NOT_AN_IMAGE, NOT_FOUND,
                                   PLACEHOLDER, RATE_LIMITED, REDIRECT_LOOP, SERVER_ERROR,
                                   TIMEOUT, TOO_LARGE, TRUNCATED, UNEXPECTED)
 from schemas import failures
 from schemas.openimages import md5_base64
-from schemas.records import STAGE_FETCH, ImageRow
+from schemas.records import SPLITS, STAGE_FETCH, ImageRow
 
 SOURCES = ("original", "thumbnail", "cvdf", "template")
 CVDF_BASE_URL = "https://open-images-dataset.s3.amazonaws.com"
 REASONS = failures.names(STAGE_FETCH)
 # Flags that make a source's URLs: a cached failure of that source depends on them too.
 _SOURCE_SETTINGS = {"cvdf": ["cvdf_base_url"], "template": ["url_template"]}
-_IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
           b"MM\x00*")
 
@@ -156,7 +154,7 @@ def source_urls(image: ImageRow, config: FetchConfig) -> list[tuple[str, str]]:
         elif source == "thumbnail":
             url = image.thumbnail_url
         elif source == "cvdf":
-            subset = image.subset if image.subset in ("train", "validation", "test") else "train"
+            subset = image.subset if image.subset in SPLITS else "train"
             url = f"{config.cvdf_base_url.rstrip('/')}/{subset}/{image.image_id}.jpg"
         else:
             url = config.url_template.format(image_id=image.image_id, subset=image.subset)
@@ -232,7 +230,7 @@ class Fetcher:
     def start(self, image: ImageRow, key: object = None) -> Job | Fetched | FetchFailed:
         """A job at its first source the cache has not settled, or its result."""
         try:
-            if not _IMAGE_ID.match(image.image_id):
+            if not keys.is_image_id(image.image_id):
                 return FetchFailed(BAD_IMAGE_ID, f"ImageID {image.image_id!r} is not 16 hex digits")
             return self._resolve(Job(image, source_urls(image, self.config), key))
         except Exception as err:  # one photo's trouble never reaches the caller

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 2
 
 
+def cache_path(root: str, source: str, image_id: str) -> str:
+    """Where a photo's cache entries live, less the suffix (.img, .failed.json)."""
+    return os.path.join(root, source, image_id[:2], image_id)
+
+
 class Cache:
     """One cache folder; thread-safe (every write is a rename)."""
 
@@ -33,7 +38,7 @@ class Cache:
         remove_orphaned_temp_files(self._tmp)
 
     def path(self, source: str, image_id: str) -> str:
-        return os.path.join(self.root, source, image_id[:2], image_id)
+        return cache_path(self.root, source, image_id)
 
     def read_image(self, source: str, image_id: str) -> bytes | None:
         try:

@@ -28,8 +28,7 @@ from schemas.records import STAGE_FETCH
 
 
 def _declared(name: str) -> str:
-    """A fetch reason, checked against the one table at import time."""
-    return failures.reason(STAGE_FETCH, name).name
+    return failures.declared(STAGE_FETCH, name)
 
 
 NOT_FOUND = _declared("not_found")

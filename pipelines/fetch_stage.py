@@ -28,7 +28,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pipelines import fetch
 from pipelines.fetch_window import Window
 from pipelines.progress import Progress
-from pipelines.scan import FAILED
+from pipelines.failures import FAILED
 from schemas.records import STAGE_FETCH, Failure, FetchedPhoto, ImageTask
 
 # Fetcher.stats keys published as Beam counters (namespace "fetch"); the window's host

@@ -28,10 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import keys
-from schemas.records import (BOX_BATCH, FAILURE_SCHEMA, IMAGE_BATCH, PLAN_BATCH,
-                             REASON_BAD_IMAGE_ROW, REASON_DUPLICATE_BOX, REASON_NO_IMAGE_ROW,
-                             SPLITS, STAGE_JOIN)
+from schemas import failures
+from schemas.records import BOX_BATCH, FAILURE_SCHEMA, IMAGE_BATCH, PLAN_BATCH, SPLITS, STAGE_JOIN
 
+NO_IMAGE_ROW = failures.declared(STAGE_JOIN, "no_image_row")
+BAD_IMAGE_ROW = failures.declared(STAGE_JOIN, "bad_image_row")
+DUPLICATE_BOX = failures.declared(STAGE_JOIN, "duplicate_box")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SOURCES = ("hash", "openimages")
 FLAGS = ("is_occluded", "is_truncated", "is_group_of", "is_depiction", "is_inside")
@@ -157,7 +159,7 @@ def join_bucket(boxes: Iterable[pa.Table], images: Iterable[pa.Table],
     mid_names = pa.array(spec.mids).take(pa.array(cols["mid_index"]))
     id_text = keys.u64_to_image_ids(ids)
     failures = [_failures(STAGE_JOIN, id_text.filter(pa.array(duplicate)), -1, "",
-                          REASON_DUPLICATE_BOX,
+                          DUPLICATE_BOX,
                           pa.array([f"same class and coordinates as box {k}"
                                     for k in box_index[duplicate]], pa.string()),
                           mid_names.filter(pa.array(duplicate)))]
@@ -175,14 +177,14 @@ def join_bucket(boxes: Iterable[pa.Table], images: Iterable[pa.Table],
     missing = unique & ~found
     unusable = unique & found & (problem != "")
     failures.append(_failures(STAGE_JOIN, id_text.filter(pa.array(missing)),
-                              box_index[missing], "", REASON_NO_IMAGE_ROW,
+                              box_index[missing], "", NO_IMAGE_ROW,
                               "ImageID not found in the image table",
                               mid_names.filter(pa.array(missing))))
     if unusable.any():
         at = pa.array(where[unusable])
         failures.append(_failures(STAGE_JOIN, id_text.filter(pa.array(unusable)),
                                   box_index[unusable], rows["original_url"].take(at),
-                                  REASON_BAD_IMAGE_ROW, pa.array(problem[unusable], pa.string()),
+                                  BAD_IMAGE_ROW, pa.array(problem[unusable], pa.string()),
                                   mid_names.filter(pa.array(unusable))))
 
     ok = unique & found & (problem == "")

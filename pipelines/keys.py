@@ -20,6 +20,7 @@ output's meaning, so it uses a cheap integer mix instead of SHA-256.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -28,12 +29,19 @@ import pyarrow.compute as pc
 
 from schemas.records import SPLITS
 
+# What an ImageID must be before it may name a file (`../../etc` must never get that far):
+# the scalar check here and the vectorised one in image_ids_to_u64 accept the same strings.
+IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 _HEX_VALUES = np.full(256, 255, np.uint8)
 _HEX_VALUES[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
 _HEX_VALUES[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
 _HEX_PAIRS = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)),
                            np.uint8).reshape(256, 2)
+
+
+def is_image_id(text: str) -> bool:
+    return bool(IMAGE_ID.match(text))
 
 
 def image_ids_to_u64(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

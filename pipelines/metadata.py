@@ -24,8 +24,9 @@ import time
 
 import requests
 
+from schemas.records import SPLITS
+
 BASE_URL = "https://storage.googleapis.com/openimages"
-SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ from pipelines import (batches, csvscan, failures, files, join, keys, metadata, 
                        rows, scan)
 from pipelines.ontology import (ClassSelectionError, LabelSet, Ontology, UnknownClassError,
                                 build_label_set)
-from pipelines.scan import FAILED
+from pipelines.failures import FAILED
 from schemas import openimages
 from schemas.records import PLAN_SCHEMA, SPLITS
 

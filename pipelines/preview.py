@@ -27,8 +27,9 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from pipelines import crop, fetch, shardio
+from pipelines import crop, fetch, fetch_cache, shardio
 from schemas import examples
+from schemas.records import SPLITS
 
 # One colour per label (cycled); the first is pure red, which tests look for.
 COLORS = ((255, 0, 0), (0, 90, 255), (0, 170, 0), (255, 140, 0), (160, 0, 200), (0, 170, 170))
@@ -46,7 +47,7 @@ def _skipped(notes: list[str], what: str, err: Exception) -> None:
 
 def _cached_photo(cache_dir: str, image_id: str, source: str = "") -> bytes | None:
     for src in ([source] if source else fetch.SOURCES):
-        path = os.path.join(cache_dir, src, image_id[:2], image_id + ".img")
+        path = fetch_cache.cache_path(cache_dir, src, image_id) + ".img"
         if os.path.exists(path):
             with open(path, "rb") as f:
                 return f.read()
@@ -141,8 +142,8 @@ def contact_sheet(dataset_dir: str, per_cell: int, path: str, size: int = 96,
     left blank and noted. Returns the image size."""
     notes = [] if notes is None else notes
     crops = _crops_by_class_and_split(dataset_dir, per_cell)
-    keys = sorted(crops, key=lambda k: (k[0], examples.SPLIT_ORDER.index(k[1])
-                                        if k[1] in examples.SPLIT_ORDER else 9))
+    keys = sorted(crops, key=lambda k: (k[0], SPLITS.index(k[1])
+                                        if k[1] in SPLITS else 9))
     margin = 140
     sheet = Image.new("RGB", (margin + per_cell * size, max(1, len(keys)) * size), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -167,7 +168,7 @@ def counts_chart(report: dict, path: str) -> None:
     labels = list(report["examples"])
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(labels)), 3.5))
-    for k, split in enumerate(examples.SPLIT_ORDER):
+    for k, split in enumerate(SPLITS):
         ax.bar(x + (k - 1) * 0.27, [report["examples"][l][split] for l in labels], 0.27, label=split)
     ax.set_xticks(x, labels, rotation=20, ha="right")
     ax.set_ylabel("examples")

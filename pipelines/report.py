@@ -8,6 +8,7 @@ import json
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines import files
+from schemas.records import SPLITS
 
 # Flags that say where things go on this machine, not what the dataset is.
 _LOCAL_FLAGS = ("output_dir", "cache_dir", "export_folders", "overwrite", "config")
@@ -74,7 +75,7 @@ def environment() -> dict:
 def format_report(report: dict) -> str:
     """The build report as plain-text tables."""
     labels = list(report["examples"])
-    splits = ("train", "validation", "test", "total")
+    splits = SPLITS + ("total",)
     width = max([len(l) for l in labels] + [5])
     head = f"{'label':<{width}}  " + "  ".join(f"{s:>10}" for s in splits)
     out = ["examples per class and split", head, "-" * len(head)]

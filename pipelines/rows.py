@@ -19,9 +19,11 @@ import pyarrow.compute as pc
 
 from pipelines import keys
 from schemas import openimages
-from schemas.records import (BOX_BATCH, FAILURE_SCHEMA, IMAGE_BATCH, REASON_BAD_BOX,
-                             REASON_BAD_IMAGE_ID, STAGE_SCAN_BOXES, ImageRow)
+from schemas import failures
+from schemas.records import BOX_BATCH, FAILURE_SCHEMA, IMAGE_BATCH, STAGE_SCAN_BOXES, ImageRow
 
+BAD_BOX = failures.declared(STAGE_SCAN_BOXES, "bad_box")
+BAD_IMAGE_ID = failures.declared(STAGE_SCAN_BOXES, "bad_image_id")
 FLAG_MODES = ("include", "exclude", "only")
 # Coordinates written by pandas round-trips carry 1-ulp noise (1.0000000000000002).
 _COORD_TOLERANCE = 1e-6
@@ -133,7 +135,7 @@ def _box_failures(t: pa.Table, bad_id: np.ndarray, bad_box: np.ndarray) -> pa.Ta
     which = bad_id[bad_id | bad_box]
     return pa.Table.from_pylist([{
         "stage": STAGE_SCAN_BOXES, "image_id": "" if is_bad_id else row["ImageID"],
-        "box_index": -1, "url": "", "reason": REASON_BAD_IMAGE_ID if is_bad_id else REASON_BAD_BOX,
+        "box_index": -1, "url": "", "reason": BAD_IMAGE_ID if is_bad_id else BAD_BOX,
         "detail": "row " + ",".join(str(row[c]) for c in BOX_COLUMNS)[:400],
         "mid": row["LabelName"]} for row, is_bad_id in zip(rows, which)], schema=FAILURE_SCHEMA)
 

@@ -23,9 +23,11 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from pipelines import batches, csvscan, files, keys, rows
-from schemas.records import FAILURE_SCHEMA, REASON_BAD_ROW, STAGE_SCAN_BOXES
+from pipelines.failures import FAILED
+from schemas import failures
+from schemas.records import FAILURE_SCHEMA, STAGE_SCAN_BOXES
 
-FAILED = "failed"
+BAD_ROW = failures.declared(STAGE_SCAN_BOXES, "bad_row")
 IMAGE_IDS = "image_ids"
 SCANNED = "scanned"
 BOXES, IMAGES = "boxes", "images"
@@ -62,7 +64,7 @@ def scan_report(tables: Iterable[csvscan.TableFile], scans: Mapping[str, TableSc
 
 def _bad_row_failures(stage: str, bad: list[csvscan.BadRow]) -> pa.Table:
     return pa.Table.from_pylist([{
-        "stage": stage, "image_id": "", "box_index": -1, "url": "", "reason": REASON_BAD_ROW,
+        "stage": stage, "image_id": "", "box_index": -1, "url": "", "reason": BAD_ROW,
         "detail": f"{b.path} (record at byte {b.offset}): {b.reason}: {b.text!r}", "mid": ""}
         for b in bad], schema=FAILURE_SCHEMA)
 

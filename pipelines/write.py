@@ -31,7 +31,7 @@ from apache_beam.metrics import Metrics
 from pipelines import failures, files, runs, shardio
 from pipelines.progress import Progress
 from schemas import examples
-from schemas.records import Crop
+from schemas.records import SPLITS, Crop
 
 MANIFEST_FILE = "manifest.parquet"
 FAILURES_FILE = failures.FAILURES_FILE
@@ -299,7 +299,7 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
     failures.merge_failures(failure_slices, layout.path(FAILURES_FILE))
     _write_attribution(attribution_slices, layout.path(ATTRIBUTION_FILE))
     files.remove_tree(layout.parts_dir)
-    counts = {label: {split: 0 for split in examples.SPLIT_ORDER} for label in labels}
+    counts = {label: {split: 0 for split in SPLITS} for label in labels}
     for info in shards:
         for label, n in info.labels:
             counts[label][info.split] += n
@@ -318,7 +318,7 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
 
 
 def _split_order(split: str) -> tuple[int, str]:
-    order = examples.SPLIT_ORDER
+    order = SPLITS
     return (order.index(split) if split in order else len(order), split)
 
 

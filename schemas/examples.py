@@ -28,7 +28,6 @@ AUTHOR = "author"
 LANDING_URL = "landing_url"
 
 FILE_FORMATS = ("tfrecord", "array_record")  # TFDS's names, as in its file names
-SPLIT_ORDER = ("train", "validation", "test")
 
 
 def shard_file(name: str, split: str, shard: int, num_shards: int,

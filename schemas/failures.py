@@ -1,7 +1,7 @@
 """The one table of failure reasons: what each means, whether to retry it, whether to cache it.
 
 Every failure record (schemas/records.py `Failure`) carries a `stage` and a `reason`. This
-table says, per (stage, reason):
+table says, per (stage, reason), for every stage (scan, join, fetch, crop):
 
 - `retryable`: the same request may succeed if made again soon (a timeout, a 5xx, a 429),
   so the fetcher retries it within --fetch_attempts and the deadline;
@@ -15,9 +15,10 @@ table says, per (stage, reason):
 - `meaning` and `action`: one line each, for people. README's troubleshooting table is
   generated from them (`python -m schemas.failures` prints it; a test keeps them equal).
 
-Only the fetch stage is in the table so far. The plan, scan, join and crop stages keep
-their reasons as constants (schemas/records.py, pipelines/crop.py) until they move here:
-add `Reason(stage=STAGE_CROP, ...)` rows and their README rows follow.
+Every stage's reasons are here, and only here. A module that raises one declares it with
+`declared(stage, name)`, which checks the name against this table when the module is
+imported, so a reason nobody declared cannot be written (pipelines/rows.py, scan.py,
+join.py for the plan; fetch_http.py; crop.py). Only the fetch stage retries or caches.
 
     python -m schemas.failures           # the README troubleshooting rows
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from schemas.records import STAGE_FETCH
+from schemas.records import STAGE_CROP, STAGE_FETCH, STAGE_JOIN, STAGE_SCAN_BOXES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,45 @@ class Reason:
         """How reports name it: `stage/reason`, e.g. `fetch/not_found`."""
         return f"{self.stage}/{self.name}"
 
+
+_PLAN = (
+    Reason(STAGE_SCAN_BOXES, "bad_row", False, False,
+           "a box-table line that does not parse into the table's columns (wrong field count, "
+           "a number that is not one or does not fit); `detail` quotes it",
+           "check that the file is the box table it claims to be; the other lines are kept"),
+    Reason(STAGE_SCAN_BOXES, "bad_box", False, False,
+           "NaN, out-of-range or inverted coordinates, or an Is* flag other than -1, 0, 1",
+           "nothing: the row is wrong in the table; `detail` quotes it"),
+    Reason(STAGE_SCAN_BOXES, "bad_image_id", False, False,
+           "the box's ImageID is not 16 lowercase hex digits, so it may not name a file",
+           "check the table; such a row can never be fetched"),
+    Reason(STAGE_JOIN, "no_image_row", False, False,
+           "the box's ImageID is missing from the image table",
+           "check you paired the right box and image tables (split and version)"),
+    Reason(STAGE_JOIN, "bad_image_row", False, False,
+           "the photo's image row is unusable: a Rotation not 0/90/180/270, a size that is "
+           "not a number, a record with the wrong field count; `detail` says which",
+           "nothing: the row is wrong in the table"),
+    Reason(STAGE_JOIN, "duplicate_box", False, False,
+           "an identical box of the same class on the same photo (one example is kept)",
+           "nothing: it would be the same pixels twice"),
+)
+
+_CROP = (
+    Reason(STAGE_CROP, "too_small", False, False,
+           "the box is under `--min_crop_pixels` in the photo",
+           "lower `--min_crop_pixels`, or accept fewer tiny crops"),
+    Reason(STAGE_CROP, "not_an_image", False, False,
+           "the photo does not decode (corrupt, truncated, an unknown format)",
+           "nothing; another source may serve a better copy"),
+    Reason(STAGE_CROP, "too_large", False, False,
+           "over the decompression-bomb pixel limit, `--max_jpeg_scans` or "
+           "`--max_jpeg_megasamples`",
+           "raise the limits only for photos you trust"),
+    Reason(STAGE_CROP, "unexpected", False, False,
+           "an error the crop stage has no reason for; `detail` names the exception",
+           "report it with the failure record; the rest of the build is unaffected"),
+)
 
 _FETCH = (
     Reason(STAGE_FETCH, "not_found", False, True,
@@ -108,12 +148,17 @@ _FETCH = (
            "report it with the failure record; the rest of the build is unaffected"),
 )
 
-TABLE: dict[tuple[str, str], Reason] = {(r.stage, r.name): r for r in _FETCH}
+TABLE: dict[tuple[str, str], Reason] = {(r.stage, r.name): r for r in _PLAN + _FETCH + _CROP}
 
 
 def reason(stage: str, name: str) -> Reason:
     """The table's entry; KeyError for a reason nobody declared."""
     return TABLE[(stage, name)]
+
+
+def declared(stage: str, name: str) -> str:
+    """A reason's name, checked against the table when the module that uses it loads."""
+    return reason(stage, name).name
 
 
 def names(stage: str) -> tuple[str, ...]:

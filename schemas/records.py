@@ -20,18 +20,11 @@ SPLITS = ("train", "validation", "test")
 
 # Stages, as they appear in failure records and reports.
 STAGE_SCAN_BOXES = "scan_boxes"
-STAGE_SCAN_IMAGES = "scan_images"
 STAGE_JOIN = "join"
 STAGE_FETCH = "fetch"
 STAGE_CROP = "crop"
 
-# Failure reasons of the planning stages. Later stages add their own.
-REASON_BAD_ROW = "bad_row"              # a CSV line that does not parse into the table's columns
-REASON_BAD_BOX = "bad_box"              # NaN, out of range or inverted coordinates, bad flags
-REASON_BAD_IMAGE_ID = "bad_image_id"    # not 16 hex digits; could name a file outside the cache
-REASON_NO_IMAGE_ROW = "no_image_row"    # the box's ImageID is missing from the image table
-REASON_BAD_IMAGE_ROW = "bad_image_row"  # the image row is unusable (e.g. Rotation not 0/90/180/270)
-REASON_DUPLICATE_BOX = "duplicate_box"  # an identical box of the same class on the same image
+# Failure reasons, what they mean and whether to retry them: schemas/failures.py.
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -105,7 +98,7 @@ class Failure:
       box_index: the box within the photo, or -1 when the failure concerns a row or a photo
         before boxes were indexed.
       url: the URL involved, when any.
-      reason: a short machine-readable reason (REASON_* constants).
+      reason: a short machine-readable reason (declared in schemas/failures.py).
       detail: human-readable context (the offending text, the HTTP status, ...).
       mid: the box's class MID, when known; lets reports count failures per class.
     """

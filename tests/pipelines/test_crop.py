@@ -108,7 +108,7 @@ def test_margin_square_and_too_small():
     data = photos.render_photo("t", [], (1000, 1000))
     spec = crop.CropSpec(image_size=32, min_crop_pixels=16)
     [(_, tiny)] = crop.crop_photo(data, [_box((0.5, 0.51, 0.5, 0.6))], 0, spec)
-    assert isinstance(tiny, crop.DecodeError) and tiny.reason == crop.REASON_TOO_SMALL
+    assert isinstance(tiny, crop.DecodeError) and tiny.reason == crop.TOO_SMALL
     assert crop._region(_box((0.4, 0.6, 0.4, 0.5)), crop.CropSpec(margin=0.5)) == pytest.approx(
         (0.3, 0.7, 0.35, 0.55))
     assert crop._square(100, 300, 500, 550, 1000, 1000) == (100, 300, 425, 625)
@@ -116,9 +116,9 @@ def test_margin_square_and_too_small():
 
 
 @pytest.mark.parametrize("data, reason", [
-    (b"<html>not a photo</html>", crop.REASON_NOT_AN_IMAGE),
-    (photos.render_photo("x", [])[:5000], crop.REASON_NOT_AN_IMAGE),        # truncated JPEG
-    (photos.render_photo("x", [], fmt="PNG")[:3000], crop.REASON_NOT_AN_IMAGE),
+    (b"<html>not a photo</html>", crop.NOT_AN_IMAGE),
+    (photos.render_photo("x", [])[:5000], crop.NOT_AN_IMAGE),        # truncated JPEG
+    (photos.render_photo("x", [], fmt="PNG")[:3000], crop.NOT_AN_IMAGE),
 ])
 def test_undecodable_photos_fail_every_box_with_a_reason(data, reason):
     results = crop.crop_photo(data, [_box(UPRIGHT), _box((0.1, 0.3, 0.1, 0.3))], 0, crop.CropSpec())
@@ -130,7 +130,7 @@ def test_decompression_bomb_guard_applies_to_both_decoders(monkeypatch):
     for fmt in ("JPEG", "PNG"):
         data = photos.render_photo("b", [], (200, 200), fmt=fmt)
         [(_, err)] = crop.crop_photo(data, [_box(UPRIGHT)], 0, crop.CropSpec())
-        assert err.reason == crop.REASON_TOO_LARGE, fmt
+        assert err.reason == crop.TOO_LARGE, fmt
 
 
 def test_crops_are_deterministic():

@@ -1,4 +1,4 @@
-"""The one table of fetch failure reasons: the fetcher, its cache and the README agree on it."""
+"""The one table of failure reasons: every stage, the fetcher's cache and the README agree on it."""
 import dataclasses
 import os
 
@@ -20,8 +20,21 @@ def test_the_readme_troubleshooting_table_is_the_reason_table():
     """Regenerate with `python -m schemas.failures` when the table changes."""
     assert failures.troubleshooting_table() in _troubleshooting_tables()
     listed = {line.split("`")[1] for line in _troubleshooting_tables().splitlines()
-              if line.startswith("| `fetch/")}
-    assert listed == {r.key for r in failures.TABLE.values() if r.stage == STAGE_FETCH}
+              if line.startswith("| `")}
+    assert listed == {r.key for r in failures.TABLE.values()}
+    # image-table records that do not parse fail their photo's boxes as join/bad_image_row
+    assert {r.stage for r in failures.TABLE.values()} == {"scan_boxes", "join", "fetch", "crop"}
+
+
+def test_every_stage_declares_its_reasons_from_the_table():
+    from pipelines import crop, join, rows, scan
+    declared = {("scan_boxes", rows.BAD_BOX), ("scan_boxes", rows.BAD_IMAGE_ID),
+                ("scan_boxes", scan.BAD_ROW), ("join", join.NO_IMAGE_ROW),
+                ("join", join.BAD_IMAGE_ROW), ("join", join.DUPLICATE_BOX)}
+    declared |= {("crop", v) for k, v in vars(crop).items() if k.isupper() and isinstance(v, str)
+                 and ("crop", v) in failures.TABLE}
+    declared |= {("fetch", r) for r in fetch.REASONS}
+    assert declared == set(failures.TABLE)
 
 
 def test_the_fetcher_uses_exactly_the_table_s_reasons():

@@ -11,7 +11,7 @@ from PIL import Image
 from pipelines import crop, csvscan, keys, rows
 from pipelines.demo import photos
 from schemas import openimages
-from schemas.records import REASON_BAD_BOX, REASON_BAD_IMAGE_ID, Box
+from schemas.records import Box
 
 MIDS = {"/m/0cdn1": 0, "/m/0l515": 1}
 LABELS = ("Hamburger", "Sandwich")
@@ -87,7 +87,7 @@ def test_every_box_row_is_parsed_right_or_becomes_a_failure(tmp_path_factory, li
     expected = [e for _, e in lines]
     assert len(got) == expected.count("ok")
     assert sorted(f["reason"] for f in failures) == sorted(
-        [REASON_BAD_BOX] * expected.count("bad_box") + [REASON_BAD_IMAGE_ID] * expected.count("bad_image_id"))
+        [rows.BAD_BOX] * expected.count("bad_box") + [rows.BAD_IMAGE_ID] * expected.count("bad_image_id"))
     assert len(bad) == expected.count("bad_row")
     ok_ids = sorted(line.split(",")[0] for line, e in lines if e == "ok")
     assert sorted(f"{b['image_id']:016x}" for b in got) == ok_ids
@@ -148,11 +148,11 @@ def test_huge_dimensions_in_a_tiny_file_are_refused_before_decoding():
     buf = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buf, "PNG")  # 400M pixels, a few KB
     assert len(buf.getvalue()) < 100_000
-    assert _crop(buf.getvalue()).reason == crop.REASON_TOO_LARGE
+    assert _crop(buf.getvalue()).reason == crop.TOO_LARGE
     jpeg = bytearray(photos.render_photo("j", [], (64, 64)))
     sof = jpeg.index(b"\xff\xc0")  # baseline frame header: height and width at +5..+8
     jpeg[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
-    assert _crop(bytes(jpeg)).reason in (crop.REASON_TOO_LARGE, crop.REASON_NOT_AN_IMAGE)
+    assert _crop(bytes(jpeg)).reason in (crop.TOO_LARGE, crop.NOT_AN_IMAGE)
 
 
 def test_animated_gif_uses_its_first_frame():
@@ -176,5 +176,5 @@ def test_cmyk_jpeg_with_an_icc_profile_decodes():
 @pytest.mark.parametrize("cut", [10, 200, 2000])
 def test_truncated_and_garbage_jpegs_fail_with_a_reason(cut):
     data = photos.render_photo("t", [], (320, 240))
-    assert _crop(data[:cut]).reason == crop.REASON_NOT_AN_IMAGE
-    assert _crop(b"\xff\xd8\xff" + bytes(5000)).reason == crop.REASON_NOT_AN_IMAGE
+    assert _crop(data[:cut]).reason == crop.NOT_AN_IMAGE
+    assert _crop(b"\xff\xd8\xff" + bytes(5000)).reason == crop.NOT_AN_IMAGE

@@ -9,8 +9,8 @@ import pytest
 
 from pipelines import join, keys
 from pipelines.demo.catalog import image_id_for
-from schemas.records import (BOX_BATCH, IMAGE_BATCH, PLAN_BATCH, REASON_BAD_IMAGE_ROW,
-                             REASON_DUPLICATE_BOX, REASON_NO_IMAGE_ROW)
+from pipelines.join import BAD_IMAGE_ROW, DUPLICATE_BOX, NO_IMAGE_ROW
+from schemas.records import BOX_BATCH, IMAGE_BATCH, PLAN_BATCH
 
 MIDS = ("/m/0cdn1", "/m/0l515")
 SPEC = join.JoinSpec(MIDS, ("Hamburger", "Sandwich"))
@@ -57,7 +57,7 @@ def test_identical_boxes_are_one_example_and_one_duplicate_failure():
     assert plan["box_index"].to_pylist() == [0, 1]
     assert failures.to_pylist() == [{
         "stage": "join", "image_id": PHOTO, "box_index": -1, "url": "",
-        "reason": REASON_DUPLICATE_BOX, "detail": "same class and coordinates as box 1",
+        "reason": DUPLICATE_BOX, "detail": "same class and coordinates as box 1",
         "mid": "/m/0l515"}]
 
 
@@ -67,7 +67,7 @@ def test_boxes_without_image_row_fail_with_no_image_row():
                                       [_images(other)], SPEC)
     assert plan["image_id"].to_pylist() == [other]
     assert [(f["image_id"], f["reason"], f["box_index"]) for f in failures.to_pylist()] == [
-        (PHOTO, REASON_NO_IMAGE_ROW, 0), (PHOTO, REASON_NO_IMAGE_ROW, 1)]
+        (PHOTO, NO_IMAGE_ROW, 0), (PHOTO, NO_IMAGE_ROW, 1)]
 
 
 def test_unusable_image_row_fails_its_boxes_with_the_reason():
@@ -77,7 +77,7 @@ def test_unusable_image_row_fails_its_boxes_with_the_reason():
         SPEC)
     assert plan.num_rows == 0
     [f] = failures.to_pylist()
-    assert f["reason"] == REASON_BAD_IMAGE_ROW and "45.0" in f["detail"] and f["url"] == f"u/{PHOTO}"
+    assert f["reason"] == BAD_IMAGE_ROW and "45.0" in f["detail"] and f["url"] == f"u/{PHOTO}"
 
 
 def test_a_photo_listed_twice_keeps_the_row_that_sorts_first_whatever_the_order():

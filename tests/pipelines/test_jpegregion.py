@@ -99,10 +99,10 @@ def test_damage_is_caught_inside_the_region_and_by_a_cut(region, monkeypatch):
     top, bottom = _box(0.1, 0.4, 0.0, 0.2), _box(0.1, 0.4, 0.8, 1.0)
     damaged = bytes(data[:start + 40]) + b"\xff\xd0" * 8 + bytes(data[start + 56:])  # early rows
     [(_, err)] = crop.crop_photo(damaged, [top], 0, crop.CropSpec(image_size=32))
-    assert isinstance(err, crop.DecodeError) and err.reason == crop.REASON_NOT_AN_IMAGE
+    assert isinstance(err, crop.DecodeError) and err.reason == crop.NOT_AN_IMAGE
     cut = bytes(data[:len(data) // 2])  # no end-of-image marker: the whole-image path decides
     [(_, err)] = crop.crop_photo(cut, [top], 0, crop.CropSpec(image_size=32))
-    assert isinstance(err, crop.DecodeError) and err.reason == crop.REASON_NOT_AN_IMAGE
+    assert isinstance(err, crop.DecodeError) and err.reason == crop.NOT_AN_IMAGE
     # Damage below the boxes' rows is never read by the region decoder (the documented
     # difference): the crop is made, and equals the undamaged photo's.
     late = len(data) - 2000
@@ -111,10 +111,10 @@ def test_damage_is_caught_inside_the_region_and_by_a_cut(region, monkeypatch):
     [(_, clean)] = crop.crop_photo(bytes(data), [top], 0, crop.CropSpec(image_size=32))
     assert out == clean
     [(_, err)] = crop.crop_photo(tail, [bottom], 0, crop.CropSpec(image_size=32))
-    assert isinstance(err, crop.DecodeError) and err.reason == crop.REASON_NOT_AN_IMAGE
+    assert isinstance(err, crop.DecodeError) and err.reason == crop.NOT_AN_IMAGE
     monkeypatch.setattr(crop, "_jpegregion", None)
     [(_, err)] = crop.crop_photo(tail, [top], 0, crop.CropSpec(image_size=32))
-    assert isinstance(err, crop.DecodeError) and err.reason == crop.REASON_NOT_AN_IMAGE
+    assert isinstance(err, crop.DecodeError) and err.reason == crop.NOT_AN_IMAGE
 
 
 def test_bad_arguments_are_value_errors(region):

@@ -8,7 +8,8 @@ import pytest
 
 from pipelines import plan
 from pipelines.demo import catalog
-from schemas.records import PLAN_SCHEMA, REASON_NO_IMAGE_ROW, Failure
+from pipelines.join import NO_IMAGE_ROW
+from schemas.records import PLAN_SCHEMA, Failure
 
 HAMBURGER, SANDWICH = "/m/0cdn1", "/m/0l515"
 
@@ -65,7 +66,7 @@ def test_plan_equals_a_pandas_join_and_orphans_are_failures(small_catalog, tmp_p
         assert row.label_index == {HAMBURGER: 0, SANDWICH: 1}[row.mid]
     # every selected box is one plan row or one failure record
     assert len(got) + len([f for f in failures if f.mid]) == len(selected)
-    assert [f.reason for f in failures] == [REASON_NO_IMAGE_ROW] * 3
+    assert [f.reason for f in failures] == [NO_IMAGE_ROW] * 3
     # all boxes of one photo share a split
     assert got.groupby("image_id").split.nunique().max() == 1
     assert summary["totals"]["boxes"] == len(got)

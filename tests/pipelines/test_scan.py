@@ -8,7 +8,6 @@ import pytest
 from pipelines import batches, csvscan, keys, rows, scan
 from pipelines.scan import BOXES, FAILED, IMAGES, SCANNED, ScanBoxes, ScanImages
 from schemas import openimages
-from schemas.records import REASON_BAD_BOX, REASON_BAD_IMAGE_ID
 from tests.conftest import collect, collected, data_path, make_pipeline
 
 FOOT, HAND = "/m/031n1", "/m/0k65p"
@@ -102,9 +101,9 @@ def test_invalid_boxes_and_image_ids_become_failures(tmp_path):
     boxes, failures, _ = _scan(tmp_path, [str(path)], {FOOT: 0})
     assert [(b[0], b[5]) for b in boxes] == [("00000000000000b1", 0.6), ("00000000000000b6", 1.0)]
     assert sorted((f["image_id"], f["reason"], f["mid"]) for f in failures) == [
-        ("", REASON_BAD_IMAGE_ID, FOOT), ("00000000000000b2", REASON_BAD_BOX, FOOT),
-        ("00000000000000b3", REASON_BAD_BOX, FOOT), ("00000000000000b4", REASON_BAD_BOX, FOOT),
-        ("00000000000000b5", REASON_BAD_BOX, FOOT)]
+        ("", rows.BAD_IMAGE_ID, FOOT), ("00000000000000b2", rows.BAD_BOX, FOOT),
+        ("00000000000000b3", rows.BAD_BOX, FOOT), ("00000000000000b4", rows.BAD_BOX, FOOT),
+        ("00000000000000b5", rows.BAD_BOX, FOOT)]
 
 
 def test_scan_images_keeps_only_wanted_ids(small_catalog, tmp_path):
