@@ -45,12 +45,14 @@ class DatasetInfo:
         builder = tfds.builder_from_directory(dataset_dir)
         labels = tuple(builder.info.features[examples.LABEL].names)
         sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
-        report_path = os.path.join(dataset_dir, "build_report.json")
-        image_size = 224
-        if os.path.exists(report_path):
-            with open(report_path) as f:
-                image_size = int(json.load(f).get("config", {}).get("image_size") or 224)
-        return cls(labels, sizes, image_size)
+        image_size = builder.info.features[examples.IMAGE].shape[0]
+        if image_size is None:  # built before the features declared the crops' side
+            report_path = os.path.join(dataset_dir, "build_report.json")
+            image_size = 224
+            if os.path.exists(report_path):
+                with open(report_path) as f:
+                    image_size = int(json.load(f).get("config", {}).get("image_size") or 224)
+        return cls(labels, sizes, int(image_size))
 
 
 def parse(records: tf.Tensor) -> dict:

@@ -71,7 +71,7 @@ def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, Buil
         raise ValueError("--shard_size_mb must be positive and --num_shards >= 0")
     layout = DatasetLayout(o.output_dir,
                            o.dataset_name or default_dataset_name(plan_config.label_set.labels),
-                           o.dataset_version, o.file_format)
+                           o.dataset_version, o.file_format, o.image_size)
     config = BuildConfig(plan_config, options.fetch_config(o), options.crop_spec(o), layout,
                          int(o.shard_size_mb * 2**20), o.num_shards, o.export_folders)
     check_destination(layout, o.overwrite)

@@ -108,7 +108,6 @@ class Fetched:
     data: bytes
     source: str
     url: str
-    from_cache: bool
     sha256: str = ""
 
 
@@ -275,7 +274,7 @@ class Fetcher:
             reason, detail, digest = verify(out.data, source, job.image, self._placeholders)
             if not reason:
                 self.cache.write_image(source, job.image.image_id, out.data)
-                step.result = Fetched(out.data, source, url, False, digest)
+                step.result = Fetched(out.data, source, url, digest)
                 return step
             out = fetch_http.Outcome(reason, detail, status=out.status)
         wait = out.wait_s if out.wait_s is not None else self._backoff(url, job.attempt - 1)
@@ -320,7 +319,7 @@ class Fetcher:
                                            self.config.max_image_bytes)
                 if not reason:
                     self.count("cache_hits")
-                    return Fetched(data, source, url, True, digest)
+                    return Fetched(data, source, url, digest)
                 self.count("cache_stale")  # the row or the settings changed: ask again
             else:
                 record = self.cache.read_failure(source, image_id)

@@ -254,9 +254,6 @@ class LabelSet:
     def mids(self) -> list[str]:
         return sorted(self.mid_to_index)
 
-    def label_of(self, mid: str) -> str:
-        return self.labels[self.mid_to_index[mid]]
-
     def to_json(self, ontology: Ontology) -> dict:
         return {
             "labels": [{"index": i, "name": n, "mid": self.label_mids[i],

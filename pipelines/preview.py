@@ -114,10 +114,9 @@ def photo_grid(rows: list[dict], cache_dir: str, per_class: int, path: str,
 
 
 def _crops_by_class_and_split(dataset_dir: str, per_cell: int) -> dict[tuple[str, str], list[bytes]]:
-    import tensorflow as tf  # only to parse tf.train.Example protos
     info = json.load(open(os.path.join(dataset_dir, "dataset_info.json")))
-    with open(os.path.join(dataset_dir, "label.labels.txt")) as f:  # tfds's ClassLabel names
-        labels = [line.strip() for line in f if line.strip()]
+    features = examples.dataset_features(dataset_dir)
+    labels = features[examples.LABEL].names
     out: dict[tuple[str, str], list[bytes]] = collections.defaultdict(list)
     splits = {split for split, _, n in examples.shards_of(info) if n}
     cells = len(labels) * len(splits)  # stop reading once every cell is full
@@ -126,11 +125,10 @@ def _crops_by_class_and_split(dataset_dir: str, per_cell: int) -> dict[tuple[str
         if not n or all(len(out.get((label, split), ())) >= per_cell for label in labels):
             continue
         for record in shardio.read_records(os.path.join(dataset_dir, shard), fmt):
-            feats = tf.train.Example.FromString(record).features.feature
-            label = labels[feats[examples.LABEL].int64_list.value[0]]
-            cell = out[(label, split)]
+            ex = examples.decode(features, record)
+            cell = out[(labels[int(ex[examples.LABEL])], split)]
             if len(cell) < per_cell:
-                cell.append(feats[examples.IMAGE].bytes_list.value[0])
+                cell.append(ex[examples.IMAGE])
             if sum(len(c) >= per_cell for c in out.values()) == cells:
                 return out
     return out

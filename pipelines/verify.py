@@ -42,10 +42,7 @@ Key = tuple[str, int]
 def example_row(features, record: bytes, split: str, shard: str) -> dict:
     """A serialized example as the manifest columns it shares (SHARED_COLUMNS), decoded
     with the dataset's tfds FeaturesDict; the image stays encoded, for its sha256."""
-    import tensorflow_datasets as tfds
-
-    ex = features.deserialize_example_np(
-        record, decoders={examples.IMAGE: tfds.decode.SkipDecoding()})
+    ex = examples.decode(features, record)
     names = features[examples.LABEL].names
     label_index = int(ex[examples.LABEL])
     ymin, xmin, ymax, xmax = (float(v) for v in ex[examples.BBOX])
@@ -65,9 +62,7 @@ def read_shards(dataset_dir: str, info: dict, problems: list[str]
     """Every example of every shard dataset_info.json lists, as example_row()s by key, and
     each shard file's sha256. Unreadable records, duplicate keys and wrong counts go into
     `problems`. Returns (rows, digests, examples read)."""
-    import tensorflow_datasets as tfds
-
-    features = tfds.features.FeatureConnector.from_config(dataset_dir)
+    features = examples.dataset_features(dataset_dir)
     found: dict[Key, dict] = {}
     digests: dict[str, str] = {}
     examples_read = 0

@@ -50,6 +50,7 @@ class DatasetLayout:
     name: str
     version: str
     file_format: str = "tfrecord"
+    image_size: int = 0  # side of every crop, declared in the features (0: unknown)
 
     def __post_init__(self):
         shardio.check_format(self.file_format)
@@ -136,7 +137,7 @@ class _SerializeToRuns(beam.DoFn):
         self._busy_us = Metrics.distribution("timing", "serialize_us")
 
     def setup(self):
-        self._serializer = examples.Serializer(self._labels)  # imports TensorFlow
+        self._serializer = examples.Serializer(self._labels, self._layout.image_size)  # imports TF
         self._progress = Progress("crops serialized")
 
     def start_bundle(self):
@@ -292,7 +293,7 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
             num_bytes=sum(i.num_bytes for i in infos.values())))
     if split_infos:
         tfds.folder_dataset.write_metadata(
-            data_dir=layout.dir, features=examples.features(labels), split_infos=split_infos,
+            data_dir=layout.dir, features=examples.features(labels, layout.image_size), split_infos=split_infos,
             check_data=False, supervised_keys=(examples.IMAGE, examples.LABEL),
             description=f"Open Images crops of {', '.join(labels)}, built by open-sandwiches.")
     _merge_manifest(layout, by_split)

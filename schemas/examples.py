@@ -52,13 +52,15 @@ def shards_of(dataset_info: dict) -> list[tuple[str, str, int]]:
     return out
 
 
-def features(labels: Sequence[str]):
-    """The tfds FeaturesDict of one example. `image` holds the crop's JPEG bytes unchanged;
-    `bbox` is the box in the source photo (TFDS order: ymin, xmin, ymax, xmax)."""
+def features(labels: Sequence[str], image_size: int = 0):
+    """The tfds FeaturesDict of one example. `image` holds the crop's JPEG bytes unchanged,
+    every crop `image_size` square (0: unknown, for tools that only read); `bbox` is the box
+    in the source photo (TFDS order: ymin, xmin, ymax, xmax)."""
     import tensorflow_datasets as tfds
 
+    side = image_size or None
     spec = {
-        IMAGE: tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        IMAGE: tfds.features.Image(shape=(side, side, 3), encoding_format="jpeg"),
         LABEL: tfds.features.ClassLabel(names=list(labels)),
         MID: tfds.features.Text(),
         IMAGE_ID: tfds.features.Text(),
@@ -70,6 +72,20 @@ def features(labels: Sequence[str]):
     }
     spec.update({flag: tfds.features.Scalar(np.int8) for flag in FLAGS})
     return tfds.features.FeaturesDict(spec)
+
+
+def dataset_features(dataset_dir: str):
+    """A built dataset's own FeaturesDict, from the features.json it was written with."""
+    import tensorflow_datasets as tfds
+    return tfds.features.FeatureConnector.from_config(dataset_dir)
+
+
+def decode(features, record: bytes) -> dict:
+    """A serialized example as numpy values, decoded with the dataset's own spec; the image
+    stays encoded (its JPEG bytes, as stored)."""
+    import tensorflow_datasets as tfds
+    return features.deserialize_example_np(
+        record, decoders={IMAGE: tfds.decode.SkipDecoding()})
 
 
 def example_dict(crop: Crop) -> dict[str, Any]:
@@ -91,10 +107,10 @@ class Serializer:
     Build it in a DoFn's setup(): it imports TensorFlow.
     """
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], image_size: int = 0):
         from tensorflow_datasets.core import example_serializer
 
-        self.features = features(labels)
+        self.features = features(labels, image_size)
         self._serializer = example_serializer.ExampleSerializer(
             self.features.get_serialized_info())
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
@@ -113,3 +114,30 @@ def shard_digests(folder) -> dict[str, str]:
     return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
             for name in sorted(os.listdir(folder))
             if ".tfrecord-" in name or ".array_record-" in name}
+
+
+def fetch_test_config(tmp_path, **kw):
+    """A FetchConfig for fetching from a local server quickly: one source, short timeouts,
+    two attempts, a cache in tmp_path."""
+    from pipelines import fetch
+    base = dict(image_source=("original",), allow_private_network=True,
+                cache_dir=str(tmp_path / "cache"), read_timeout_s=0.5, connect_timeout_s=1.0,
+                backoff_s=0.01, fetch_attempts=2, max_image_bytes=2 << 20)
+    base.update(kw)
+    return fetch.FetchConfig(**base)
+
+
+def shuffled_copy(files: catalog.CatalogFiles, out_dir, seed=1) -> catalog.CatalogFiles:
+    """The same tables with rows in another order and CRLF endings."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for src in (files.bbox_csv, files.images_csv):
+        with open(src, newline="") as f:
+            lines = f.read().splitlines()
+        head, body = lines[0], lines[1:]
+        random.Random(seed).shuffle(body)
+        dst = os.path.join(out_dir, os.path.basename(src))
+        with open(dst, "w", newline="") as f:
+            f.write("\r\n".join([head] + body) + "\r\n")
+        paths.append(dst)
+    return catalog.CatalogFiles(files.class_descriptions, files.hierarchy, *paths)

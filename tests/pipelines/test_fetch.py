@@ -6,15 +6,10 @@ import pytest
 
 from pipelines import fetch, netsafety
 from pipelines.demo import server
-from tests.conftest import image_rows
+from tests.conftest import fetch_test_config, image_rows
 
 
-def _config(tmp_path, **kw) -> fetch.FetchConfig:
-    base = dict(image_source=("original",), allow_private_network=True,
-                cache_dir=str(tmp_path / "cache"), read_timeout_s=0.5, connect_timeout_s=1.0,
-                backoff_s=0.01, fetch_attempts=2, max_image_bytes=2 << 20)
-    base.update(kw)
-    return fetch.FetchConfig(**base)
+
 
 
 @pytest.fixture
@@ -39,7 +34,7 @@ def test_each_fault_gives_its_reason_within_the_retry_budget(site, tmp_path, fau
     image = images[0]
     srv.reset(faults={image.image_id: fault})
     waits = []
-    fetcher = fetch.Fetcher(_config(tmp_path), sleep=waits.append)
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path), sleep=waits.append)
     reason, requests = EXPECTED[fault]
     if reason is None:
         got = fetcher.fetch(image)
@@ -64,11 +59,11 @@ def test_a_failed_source_falls_back_to_the_next(site, tmp_path):
     files, srv, images = site
     with_thumb = next(i for i in images if i.thumbnail_url)
     srv.reset(faults={with_thumb.image_id: "not_found"})
-    fetcher = fetch.Fetcher(_config(tmp_path, image_source=("original", "thumbnail")))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, image_source=("original", "thumbnail")))
     assert fetcher.fetch(with_thumb).source == "thumbnail"
     no_thumb = next(i for i in images if not i.thumbnail_url)
     srv.reset(faults={no_thumb.image_id: "gone"})
-    cvdf = _config(tmp_path, image_source=("original", "thumbnail", "cvdf"),
+    cvdf = fetch_test_config(tmp_path, image_source=("original", "thumbnail", "cvdf"),
                    cvdf_base_url=srv.base_url)
     got = fetch.Fetcher(cvdf).fetch(no_thumb)
     assert (got.source, got.url) == ("cvdf", f"{srv.base_url}/{no_thumb.subset}/{no_thumb.image_id}.jpg")
@@ -79,7 +74,7 @@ def test_all_sources_failing_reports_each(site, tmp_path):
     image = next(i for i in images if i.thumbnail_url)
     srv.reset(faults={image.image_id: "html"}, fault_routes=("original", "thumbnail"))
     with pytest.raises(fetch.FetchFailed) as err:
-        fetch.Fetcher(_config(tmp_path, image_source=("original", "thumbnail"))).fetch(image)
+        fetch.Fetcher(fetch_test_config(tmp_path, image_source=("original", "thumbnail"))).fetch(image)
     assert err.value.reason == fetch.NOT_AN_IMAGE
     assert "original: not_an_image" in err.value.detail and "thumbnail: not_an_image" in err.value.detail
     srv.reset()
@@ -88,7 +83,7 @@ def test_all_sources_failing_reports_each(site, tmp_path):
 def test_rerun_with_cache_makes_zero_requests(site, tmp_path):
     files, srv, images = site
     srv.reset(faults={images[0].image_id: "not_found", images[1].image_id: "placeholder"})
-    config = _config(tmp_path)
+    config = fetch_test_config(tmp_path)
     first = {}
     for image in images[:8]:
         try:
@@ -111,7 +106,7 @@ def test_rerun_with_cache_makes_zero_requests(site, tmp_path):
 def test_transient_failures_are_not_cached(site, tmp_path):
     files, srv, images = site
     srv.reset(faults={images[2].image_id: "hang"})
-    config = _config(tmp_path)
+    config = fetch_test_config(tmp_path)
     with pytest.raises(fetch.FetchFailed):
         fetch.Fetcher(config).fetch(images[2])
     srv.reset()
@@ -121,7 +116,7 @@ def test_transient_failures_are_not_cached(site, tmp_path):
 def test_known_placeholder_body_is_rejected(site, tmp_path):
     files, srv, images = site
     digest = hashlib.sha256(srv.photo(images[3].image_id)).hexdigest()
-    fetcher = fetch.Fetcher(_config(tmp_path, placeholder_sha256=(digest,)))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, placeholder_sha256=(digest,)))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[3])
     assert err.value.reason == fetch.PLACEHOLDER
@@ -129,7 +124,7 @@ def test_known_placeholder_body_is_rejected(site, tmp_path):
 
 def test_private_addresses_are_refused_without_the_flag(site, tmp_path):
     files, srv, images = site
-    fetcher = fetch.Fetcher(_config(tmp_path, allow_private_network=False))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, allow_private_network=False))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[0])
     assert err.value.reason == fetch.BLOCKED_URL and "127.0.0.1" in err.value.detail
@@ -146,7 +141,7 @@ def test_redirects_are_checked_at_every_hop(site, tmp_path, monkeypatch, target)
     real = netsafety._is_internal
     monkeypatch.setattr(netsafety, "_is_internal", lambda a: a != "127.0.0.1" and real(a))
     srv.reset(redirects={images[0].image_id: target})
-    fetcher = fetch.Fetcher(_config(tmp_path, allow_private_network=False))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, allow_private_network=False))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[0])
     assert err.value.reason == fetch.BLOCKED_URL, err.value.detail
@@ -166,7 +161,7 @@ def test_connection_to_an_internal_address_is_refused_even_after_the_check(site,
     """DNS rebinding: the name looked public when checked, the connection reached 127.0.0.1."""
     files, srv, images = site
     monkeypatch.setattr(netsafety, "check_prepared", lambda url, allow_private=False: None)
-    fetcher = fetch.Fetcher(_config(tmp_path, allow_private_network=False))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, allow_private_network=False))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[0])
     assert err.value.reason == fetch.BLOCKED_URL and "connection reached" in err.value.detail
@@ -176,7 +171,7 @@ def test_connection_to_an_internal_address_is_refused_even_after_the_check(site,
 def test_bad_image_ids_never_name_a_file(tmp_path):
     image = dataclasses.replace(image_rows_stub(), image_id="../../etc/passwd")
     with pytest.raises(fetch.FetchFailed) as err:
-        fetch.Fetcher(_config(tmp_path)).fetch(image)
+        fetch.Fetcher(fetch_test_config(tmp_path)).fetch(image)
     assert err.value.reason == fetch.BAD_IMAGE_ID
     assert not (tmp_path / "cache").exists()
 
@@ -194,7 +189,7 @@ def test_malformed_urls_are_refused_not_crashed_on(url, tmp_path):
         netsafety.check_url(url)
     image = dataclasses.replace(image_rows_stub(), original_url=url)
     with pytest.raises(fetch.FetchFailed) as err:
-        fetch.Fetcher(_config(tmp_path, allow_private_network=False)).fetch(image)
+        fetch.Fetcher(fetch_test_config(tmp_path, allow_private_network=False)).fetch(image)
     assert err.value.reason in (fetch.BLOCKED_URL, fetch.NO_URL)
 
 

@@ -8,7 +8,7 @@ import pytest
 from pipelines import fetch, fetch_cache
 from schemas.openimages import md5_base64
 from tests.conftest import image_rows
-from tests.pipelines.test_fetch import _config
+from tests.conftest import fetch_test_config
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def _failure_file(tmp_path, source, image) -> dict | None:
 def test_an_outage_is_not_cached_and_a_rerun_fetches(site, tmp_path):
     files, srv, images = site
     srv.reset(outage=True)
-    config = _config(tmp_path)
+    config = fetch_test_config(tmp_path)
     for image in images[:4]:
         assert _outcome(config, image) == fetch.SERVER_ERROR
         assert _failure_file(tmp_path, "original", image) is None
@@ -45,13 +45,13 @@ def test_an_outage_is_not_cached_and_a_rerun_fetches(site, tmp_path):
 def test_blocked_url_is_asked_again_with_allow_private_network(site, tmp_path):
     files, srv, images = site
     image = images[0]
-    assert _outcome(_config(tmp_path, allow_private_network=False), image) == fetch.BLOCKED_URL
+    assert _outcome(fetch_test_config(tmp_path, allow_private_network=False), image) == fetch.BLOCKED_URL
     record = _failure_file(tmp_path, "original", image)
     assert record["settings"] == {"allow_private_network": False}
     # the same settings: settled, from the cache
-    assert _outcome(_config(tmp_path, allow_private_network=False), image) == fetch.BLOCKED_URL
+    assert _outcome(fetch_test_config(tmp_path, allow_private_network=False), image) == fetch.BLOCKED_URL
     assert srv.total_requests() == 0
-    assert _outcome(_config(tmp_path, allow_private_network=True), image) == "original"
+    assert _outcome(fetch_test_config(tmp_path, allow_private_network=True), image) == "original"
     assert srv.total_requests() == 1
     assert _failure_file(tmp_path, "original", image) is None  # the photo replaced it
 
@@ -59,13 +59,13 @@ def test_blocked_url_is_asked_again_with_allow_private_network(site, tmp_path):
 def test_too_large_is_asked_again_under_a_higher_cap(site, tmp_path):
     files, srv, images = site
     image = images[1]
-    assert _outcome(_config(tmp_path, max_image_bytes=1000), image) == fetch.TOO_LARGE
-    assert _outcome(_config(tmp_path, max_image_bytes=1000), image) == fetch.TOO_LARGE
+    assert _outcome(fetch_test_config(tmp_path, max_image_bytes=1000), image) == fetch.TOO_LARGE
+    assert _outcome(fetch_test_config(tmp_path, max_image_bytes=1000), image) == fetch.TOO_LARGE
     assert srv.total_requests() == 1
-    assert _outcome(_config(tmp_path, max_image_bytes=5 << 20), image) == "original"
+    assert _outcome(fetch_test_config(tmp_path, max_image_bytes=5 << 20), image) == "original"
     assert srv.total_requests() == 2
     # cached bytes over a lower cap are not served from the cache either
-    fetcher = fetch.Fetcher(_config(tmp_path, max_image_bytes=1000))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, max_image_bytes=1000))
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(image)
     assert err.value.reason == fetch.TOO_LARGE and fetcher.stats["cache_stale"] == 1
@@ -75,7 +75,7 @@ def test_a_cached_checksum_failure_holds_only_for_the_row_that_produced_it(site,
     files, srv, images = site
     image = images[2]
     srv.reset(faults={image.image_id: "wrong_md5"})
-    config = _config(tmp_path)
+    config = fetch_test_config(tmp_path)
     assert _outcome(config, image) == fetch.CHECKSUM
     assert _outcome(config, image) == fetch.CHECKSUM
     assert srv.total_requests() == 1
@@ -88,10 +88,11 @@ def test_a_cached_checksum_failure_holds_only_for_the_row_that_produced_it(site,
 def test_cached_original_bytes_are_checked_against_the_current_row(site, tmp_path):
     files, srv, images = site
     image = images[3]
-    config = _config(tmp_path)
+    config = fetch_test_config(tmp_path)
     assert _outcome(config, image) == "original"
     fetcher = fetch.Fetcher(config)
-    assert fetcher.fetch(image).from_cache and srv.total_requests() == 1
+    fetcher.fetch(image)
+    assert fetcher.stats["cache_hits"] == 1 and srv.total_requests() == 1
     changed = dataclasses.replace(image, original_md5=md5_base64(b"another photo"))
     fetcher = fetch.Fetcher(config)
     with pytest.raises(fetch.FetchFailed) as err:
@@ -107,10 +108,10 @@ def test_a_placeholder_by_digest_is_asked_again_when_the_digests_change(site, tm
     files, srv, images = site
     image = images[4]
     digest = hashlib.sha256(srv.photo(image.image_id)).hexdigest()
-    assert _outcome(_config(tmp_path, placeholder_sha256=(digest,)), image) == fetch.PLACEHOLDER
-    assert _outcome(_config(tmp_path, placeholder_sha256=(digest,)), image) == fetch.PLACEHOLDER
+    assert _outcome(fetch_test_config(tmp_path, placeholder_sha256=(digest,)), image) == fetch.PLACEHOLDER
+    assert _outcome(fetch_test_config(tmp_path, placeholder_sha256=(digest,)), image) == fetch.PLACEHOLDER
     assert srv.total_requests() == 1
-    assert _outcome(_config(tmp_path), image) == "original"
+    assert _outcome(fetch_test_config(tmp_path), image) == "original"
     assert srv.total_requests() == 2
 
 
@@ -118,11 +119,11 @@ def test_a_mirror_failure_is_asked_again_at_another_mirror(site, tmp_path):
     files, srv, images = site
     image = images[5]
     srv.reset(faults={image.image_id: "not_found"}, fault_routes=("cvdf",))
-    missing = _config(tmp_path, image_source=("cvdf",), cvdf_base_url=f"{srv.base_url}/cvdf")
+    missing = fetch_test_config(tmp_path, image_source=("cvdf",), cvdf_base_url=f"{srv.base_url}/cvdf")
     assert _outcome(missing, image) == fetch.NOT_FOUND
     assert _outcome(missing, image) == fetch.NOT_FOUND
     assert srv.total_requests() == 1
-    here = _config(tmp_path, image_source=("cvdf",), cvdf_base_url=srv.base_url)
+    here = fetch_test_config(tmp_path, image_source=("cvdf",), cvdf_base_url=srv.base_url)
     assert _outcome(here, image) == "cvdf"
     assert srv.total_requests() == 2
 
@@ -137,7 +138,7 @@ def test_failures_cached_by_an_older_version_are_not_trusted(site, tmp_path):
     with open(path, "w") as f:
         json.dump({"reason": "http_error", "detail": "HTTP 503 after 4 attempts",
                    "url": image.original_url}, f)
-    assert _outcome(_config(tmp_path), image) == "original"
+    assert _outcome(fetch_test_config(tmp_path), image) == "original"
     assert srv.total_requests() == 1
 
 
@@ -145,6 +146,6 @@ def test_a_cache_that_cannot_be_written_costs_no_photo(site, tmp_path):
     files, srv, images = site
     blocked = tmp_path / "cache"
     blocked.write_text("a file where the cache folder should be")
-    fetcher = fetch.Fetcher(_config(tmp_path))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path))
     assert fetcher.fetch(images[7]).source == "original"
     assert fetcher.stats["cache_write_errors"] == 1

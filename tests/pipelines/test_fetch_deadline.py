@@ -6,7 +6,7 @@ import pytest
 
 from pipelines import fetch, fetch_http
 from tests.conftest import image_rows
-from tests.pipelines.test_fetch import _config
+from tests.conftest import fetch_test_config
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_a_trickling_body_is_cut_at_the_deadline(site, tmp_path):
     files, srv, images = site
     image = images[0]
     srv.reset(faults={image.image_id: "trickle"}, trickle_s=0.1)
-    fetcher = fetch.Fetcher(_config(tmp_path, deadline_s=1.0, fetch_attempts=3))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, deadline_s=1.0, fetch_attempts=3))
     start = time.monotonic()
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(image)
@@ -32,14 +32,14 @@ def test_a_trickling_body_is_cut_at_the_deadline(site, tmp_path):
     assert fetcher.stats["deadline_cuts"] == 1
     assert srv.total_requests() == 1  # no time was left for a retry
     srv.reset()
-    assert fetch.Fetcher(_config(tmp_path)).fetch(image).source == "original"  # not cached
+    assert fetch.Fetcher(fetch_test_config(tmp_path)).fetch(image).source == "original"  # not cached
 
 
 def test_a_trickling_source_hands_over_to_the_next_within_the_deadline(site, tmp_path):
     files, srv, images = site
     image = images[1]
     srv.reset(faults={image.image_id: "trickle"}, trickle_s=0.1)
-    config = _config(tmp_path, deadline_s=4.0, image_source=("original", "cvdf"),
+    config = fetch_test_config(tmp_path, deadline_s=4.0, image_source=("original", "cvdf"),
                      cvdf_base_url=f"{srv.base_url}/cvdf")
     fetcher = fetch.Fetcher(config)
     start = time.monotonic()
@@ -54,7 +54,7 @@ def test_a_source_that_times_out_falls_back_to_the_next(site, tmp_path):
     files, srv, images = site
     image = images[2]
     srv.reset(faults={image.image_id: "hang"})  # 2 s stall, past the 0.5 s read timeout
-    config = _config(tmp_path, image_source=("original", "cvdf"), cvdf_base_url=srv.base_url)
+    config = fetch_test_config(tmp_path, image_source=("original", "cvdf"), cvdf_base_url=srv.base_url)
     got = fetch.Fetcher(config).fetch(image)
     assert got.source == "cvdf"
     assert srv.requests[f"/original/{image.image_id}.jpg"] == 2  # both attempts timed out
@@ -66,7 +66,7 @@ def test_the_deadline_bounds_retries_too(site, tmp_path):
     files, srv, images = site
     srv.reset(outage=True)
     waits = []
-    fetcher = fetch.Fetcher(_config(tmp_path, deadline_s=3.0, backoff_s=30.0, fetch_attempts=4),
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, deadline_s=3.0, backoff_s=30.0, fetch_attempts=4),
                             sleep=waits.append)  # the first backoff, 15-30 s, is past it
     with pytest.raises(fetch.FetchFailed) as err:
         fetcher.fetch(images[3])

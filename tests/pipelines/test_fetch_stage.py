@@ -10,7 +10,6 @@ from pipelines.demo import server
 from pipelines.fetch_stage import FetchImages
 from schemas.records import failures_of, tasks_of
 from tests.conftest import collect, collected, image_rows, make_pipeline
-from tests.pipelines.test_fetch import EXPECTED
 
 
 def _run(files, tmp_path, *extra):
@@ -49,7 +48,7 @@ def test_every_box_is_one_crop_or_one_failure_with_faults(photo_site, tmp_path):
                                     if f.stage != "join"]
     assert len(keys) == len(set(keys))  # no box both cropped and failed, or twice
     got = {f.image_id: f.reason for f in failures if f.stage == "fetch"}
-    want = {i: EXPECTED[k][0] for i, k in faults.items() if EXPECTED[k][0]}
+    want = {i: server.FAULT_OUTCOMES[k][0] for i, k in faults.items() if server.FAULT_OUTCOMES[k][0]}
     assert got == want
     assert collections.Counter(f.reason for f in failures if f.stage == "join") == {"no_image_row": 2}
     cropped_images = {c[0][0] for c in crops}

@@ -11,7 +11,7 @@ from pipelines.fetch_stage import FetchImages
 from pipelines.fetch_window import Window
 from schemas.records import ImageTask
 from tests.conftest import collect, collected, image_rows, make_pipeline
-from tests.pipelines.test_fetch import _config
+from tests.conftest import fetch_test_config
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def quiet_host(photo_site):
 def test_the_window_never_exceeds_fetch_concurrency_and_stays_full(quiet_host, tmp_path):
     srv, images = quiet_host
     tasks = [ImageTask(image, (), "train") for image in images[:30]]
-    config = _config(tmp_path, fetch_concurrency=4)
+    config = fetch_test_config(tmp_path, fetch_concurrency=4)
     with make_pipeline() as p:
         photos, failed = p | beam.Create(tasks) | FetchImages(config)
         collect(photos | beam.Map(lambda ph: ph.task.image_id), tmp_path / "ids.pkl", "Ids")
@@ -64,7 +64,7 @@ def test_the_window_never_exceeds_fetch_concurrency_and_stays_full(quiet_host, t
 
 def test_one_host_gets_at_most_fetch_per_host(quiet_host, tmp_path):
     srv, images = quiet_host
-    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=6, fetch_per_host=2))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, fetch_concurrency=6, fetch_per_host=2))
     window = Window(fetcher, 6, 2)
     results = _run(window, images[:12])
     window.close()
@@ -79,7 +79,7 @@ def test_uncollected_results_hold_back_dispatch_but_never_stall(photo_site, tmp_
     taking them dispatches what they held back."""
     files, srv = photo_site
     images = image_rows(files.images_csv)[:5]
-    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=2))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, fetch_concurrency=2))
     window = Window(fetcher, 2, 2)
     for i in range(2):
         assert window.offer(i, images[i])
@@ -99,7 +99,7 @@ def test_a_paused_host_holds_no_slot(two_hosts, tmp_path):
     first = images[0]
     srv_a.reset(faults={first.image_id: "rate_limited"})
     others = [_on(image, srv_b) for image in images[1:9]]
-    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=1))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, fetch_concurrency=1))
     window = Window(fetcher, 1, 1)
     results = _run(window, [first] + others)
     window.close()
@@ -113,7 +113,7 @@ def test_429s_back_the_host_off_and_answers_bring_it_back(photo_site, tmp_path):
     files, srv = photo_site
     images = image_rows(files.images_csv)[:24]
     srv.reset(faults={image.image_id: "rate_limited" for image in images[:4]})
-    fetcher = fetch.Fetcher(_config(tmp_path, fetch_concurrency=8, fetch_per_host=8))
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, fetch_concurrency=8, fetch_per_host=8))
     window = Window(fetcher, 8, 8)
     results = _run(window, images)
     window.close()
@@ -134,7 +134,7 @@ def test_a_photo_whose_share_runs_out_in_the_queue_moves_to_its_next_source(two_
     # latency: P1 starts 1 s after P2, so P2's share ends well before P1 is cut
     srv_a.reset(faults={p2.image_id: "error_then_ok", p1.image_id: "trickle"}, trickle_s=0.1,
                 latency_s=1.0)
-    config = _config(tmp_path, fetch_concurrency=2, fetch_per_host=1, deadline_s=4.0,
+    config = fetch_test_config(tmp_path, fetch_concurrency=2, fetch_per_host=1, deadline_s=4.0,
                      read_timeout_s=3.0,
                      image_source=("original", "cvdf"), cvdf_base_url=srv_b.base_url)
     fetcher = fetch.Fetcher(config)
@@ -156,7 +156,7 @@ def test_outputs_keep_the_window_and_timestamp_of_their_element(photo_site, tmp_
                for i, image in enumerate(images)]
     with make_pipeline() as p:
         tasks = p | beam.Create(stamped) | "Minutes" >> beam.WindowInto(beam_window.FixedWindows(60))
-        photos, failed = tasks | FetchImages(_config(tmp_path, fetch_concurrency=3))
+        photos, failed = tasks | FetchImages(fetch_test_config(tmp_path, fetch_concurrency=3))
         where = photos | "Where" >> beam.Map(
             lambda ph, w=beam.DoFn.WindowParam, t=beam.DoFn.TimestampParam:
             (ph.task.image_id, int(w.start), int(t)))

@@ -1,6 +1,5 @@
 """`plan` end to end on generated catalogs: equals a pandas join, deterministic, clear errors."""
 import os
-import random
 
 import numpy as np
 import pandas as pd
@@ -10,6 +9,7 @@ from pipelines import plan
 from pipelines.demo import catalog
 from pipelines.join import NO_IMAGE_ROW
 from schemas.records import PLAN_SCHEMA, Failure
+from tests.conftest import shuffled_copy
 
 HAMBURGER, SANDWICH = "/m/0cdn1", "/m/0l515"
 
@@ -23,20 +23,6 @@ def _read(out):
     return plan.read_plan(str(out)), [Failure(**f) for f in plan.read_failures(str(out))]
 
 
-def _shuffled_copy(files: catalog.CatalogFiles, out_dir, seed=1) -> catalog.CatalogFiles:
-    """The same tables with rows in another order and CRLF endings."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for src in (files.bbox_csv, files.images_csv):
-        with open(src, newline="") as f:
-            lines = f.read().splitlines()
-        head, body = lines[0], lines[1:]
-        random.Random(seed).shuffle(body)
-        dst = os.path.join(out_dir, os.path.basename(src))
-        with open(dst, "w", newline="") as f:
-            f.write("\r\n".join([head] + body) + "\r\n")
-        paths.append(dst)
-    return catalog.CatalogFiles(files.class_descriptions, files.hierarchy, *paths)
 
 
 def test_plan_equals_a_pandas_join_and_orphans_are_failures(small_catalog, tmp_path):
@@ -77,7 +63,7 @@ def test_plan_equals_a_pandas_join_and_orphans_are_failures(small_catalog, tmp_p
 
 
 def test_plan_does_not_depend_on_row_order_or_line_endings(small_catalog, tmp_path):
-    shuffled = _shuffled_copy(small_catalog, tmp_path / "shuffled")
+    shuffled = shuffled_copy(small_catalog, tmp_path / "shuffled")
     for files, out in ((small_catalog, tmp_path / "a"), (shuffled, tmp_path / "b")):
         _run(files, out, "--max_per_class", "20", "--seed", "3")
     names = sorted(os.listdir(tmp_path / "a"))

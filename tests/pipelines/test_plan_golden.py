@@ -8,14 +8,14 @@ import pytest
 from pipelines import plan
 from schemas.records import PLAN_SCHEMA
 from tests import plan_cases
-from tests.pipelines.test_plan import _shuffled_copy
+from tests.conftest import shuffled_copy
 
 
 @pytest.fixture(scope="module")
 def catalogs(tmp_path_factory):
     root = tmp_path_factory.mktemp("golden")
     made = {kind: plan_cases.make_catalog(kind, str(root / kind)) for kind in ("small", "quirky")}
-    made["quirky_shuffled"] = _shuffled_copy(made["quirky"], root / "quirky_shuffled", seed=4)
+    made["quirky_shuffled"] = shuffled_copy(made["quirky"], root / "quirky_shuffled", seed=4)
     return made
 
 

@@ -47,10 +47,10 @@ def test_boxes_are_drawn_where_the_plan_says(tmp_path, rotation):
 def test_preview_command_from_a_plan(photo_site, tmp_path):
     from pipelines import plan
     from pipelines.fetch import Fetcher
-    from tests.pipelines.test_fetch import _config
+    from tests.conftest import fetch_test_config
     from tests.conftest import image_rows
     files, srv = photo_site
-    fetcher = Fetcher(_config(tmp_path))
+    fetcher = Fetcher(fetch_test_config(tmp_path))
     for image in image_rows(files.images_csv)[:12]:
         fetcher.fetch(image)
     plan.run(["--classes", "Hamburger", "Sandwich", *files.flags(), "--output_dir",

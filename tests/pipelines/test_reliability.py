@@ -11,9 +11,9 @@ import time
 import pandas as pd
 import pytest
 
+from pipelines.demo import server
 from pipelines import build, files, verify, write
 from tests.conftest import build_argv, image_rows, shard_digests
-from tests.pipelines.test_fetch import EXPECTED
 
 CLASSES = ["/m/0cdn1", "/m/0l515"]
 
@@ -78,7 +78,7 @@ def test_disk_trouble_fails_clearly_and_leaves_no_completed(photo_site, tmp_path
 def test_mixed_faults_at_concurrency_64_lose_nothing_and_keep_the_retry_budget(photo_site, tmp_path):
     files_, srv = photo_site
     images = image_rows(files_.images_csv)
-    kinds = sorted(EXPECTED)
+    kinds = sorted(server.FAULT_OUTCOMES)
     # 20% of photos get a fault, every kind at least once
     faulty = images[:max(len(kinds), len(images) // 5)]
     faults = {img.image_id: kinds[i % len(kinds)] for i, img in enumerate(faulty)}
@@ -96,11 +96,11 @@ def test_mixed_faults_at_concurrency_64_lose_nothing_and_keep_the_retry_budget(p
     manifest = pd.read_parquet(dataset / write.MANIFEST_FILE)
     assert len(manifest) + sum(1 for f in failures if f["mid"]) == len(selected)
     got = {f["image_id"]: f["reason"] for f in failures if f["stage"] == "fetch"}
-    assert got == {i: EXPECTED[k][0] for i, k in faults.items() if EXPECTED[k][0]}
+    assert got == {i: server.FAULT_OUTCOMES[k][0] for i, k in faults.items() if server.FAULT_OUTCOMES[k][0]}
     planned_images = set(manifest.image_id) | {f["image_id"] for f in failures
                                                if f["stage"] in ("fetch", "crop")}
     # requests per photo: 1 when healthy, the fault's budget otherwise (retries included)
-    budget = sum(EXPECTED[faults[i]][1] if i in faults else 1 for i in planned_images)
+    budget = sum(server.FAULT_OUTCOMES[faults[i]][1] if i in faults else 1 for i in planned_images)
     assert srv.total_requests() == budget
     assert collections.Counter(f["reason"] for f in failures if f["stage"] == "join") == {
         "no_image_row": 2}
