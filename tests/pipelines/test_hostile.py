@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipelines import crop, csvscan, keys, rows
+from pipelines import crop, csvscan, rows
 from pipelines.demo import photos
 from schemas import openimages
 from schemas.records import Box
@@ -92,36 +92,6 @@ def test_every_box_row_is_parsed_right_or_becomes_a_failure(tmp_path_factory, li
     ok_ids = sorted(line.split(",")[0] for line, e in lines if e == "ok")
     assert sorted(f"{b['image_id']:016x}" for b in got) == ok_ids
     assert all(0 <= b["xmin"] < b["xmax"] <= 1 and 0 <= b["ymin"] < b["ymax"] <= 1 for b in got)
-
-
-title_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), max_size=30)
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(titles=st.lists(title_text, min_size=1, max_size=15), crlf=st.booleans(),
-       range_bytes=st.sampled_from([9, 120, 1 << 20]))
-def test_image_titles_with_quotes_commas_and_newlines_parse_exactly(tmp_path_factory, titles,
-                                                                     crlf, range_bytes):
-    eol = "\r\n" if crlf else "\n"
-    ids = [f"{i:016x}" for i in range(1, len(titles) + 1)]
-
-    def field(t: str) -> str:
-        return '"' + t.replace('"', '""') + '"' if any(c in t for c in ',"\n') else t
-
-    lines = [IMAGE_HEADER] + [f"{i},train,http://h/{i}.jpg,http://l,lic,http://a,Author,{field(t)},"
-                              f"12,AAAAAAAAAAAAAAAAAAAAAA==,,0.0" for i, t in zip(ids, titles)]
-    path = tmp_path_factory.mktemp("hyp") / "images.csv"
-    path.write_bytes(eol.join(lines).encode())
-    table = csvscan.open_table(str(path), openimages.IMAGES)
-    wanted = np.sort(keys.image_ids_to_u64(pa.array(ids))[0])
-    got = []
-    with open(path, "rb") as f:
-        for _, offset, data in csvscan.aligned_ranges(f, table, range_bytes):
-            t, _ = csvscan.parse_images(data, table, offset, wanted)
-            batch = rows.image_batch(t)
-            assert set(batch["problem"].to_pylist()) <= {""}
-            got += list(zip(t["ImageID"].to_pylist(), batch["title"].to_pylist()))
-    assert got == list(zip(ids, titles))
 
 
 @given(first=st.text(max_size=200))
