@@ -16,7 +16,6 @@ from schemas.records import Box
 MIDS = {"/m/0cdn1": 0, "/m/0l515": 1}
 LABELS = ("Hamburger", "Sandwich")
 BOX_HEADER = ",".join(openimages.variant_by_name("boxes_13").columns)
-IMAGE_HEADER = ",".join(openimages.variant_by_name("images_12").columns)
 
 hex_id = st.text("0123456789abcdef", min_size=16, max_size=16)
 coord = st.floats(0.0, 1.0, allow_nan=False).map(lambda v: round(v, 6))
