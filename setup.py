@@ -9,11 +9,19 @@ list every runtime dependency the pipeline's DoFns import.
 1.5 or later (Debian/Ubuntu: libjpeg-dev). Where it cannot be built the install still
 succeeds and crops come from whole-image decodes, with the same bytes (pipelines/crop.py).
 """
+import re
+from pathlib import Path
+
 from setuptools import Extension, find_packages, setup
+
+# The one version of the tool lives in pipelines/__init__.py (read, not imported: an
+# install must not need the package's dependencies yet).
+VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "pipelines" /
+                                                   "__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="open-sandwiches",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Turn any Open Images boxable classes into a cropped, sharded TFDS dataset "
         "with Apache Beam, and train a Keras classifier on it."
@@ -44,6 +52,8 @@ setup(
         "array-record>=0.5",
         "pyyaml>=6.0",
         "matplotlib>=3.7",
+        # Progress bars of fetch, crop and write when a build runs in a terminal.
+        "tqdm>=4.60",
     ],
     extras_require={
         "dev": [

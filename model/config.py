@@ -6,10 +6,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import typing
+
+from pipelines import flags
 
 ARCHS = ("simple_cnn", "mobilenet_v2", "efficientnet_b0")
 TRANSFER_ARCHS = ARCHS[1:]
@@ -95,33 +95,29 @@ class TrainConfig:
         return json.dumps(self.identity(), indent=2)
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+GROUP = flags.Group("training", TrainConfig, choices={
+    "arch": ARCHS, "class_weight": ("none", "balanced"), "cache": ("auto", "true", "false")})
+
+
+def add_flags(parser) -> None:
+    """train's flags, one per TrainConfig field (help from its Attributes), and --config."""
+    GROUP.add_to(parser)
+    g = parser.add_argument_group("config")
+    g.add_argument("--config", default="", metavar="FILE",
+                   help="a YAML or JSON file of these flags (keys without --; a model "
+                        "folder's config.json is one); the command line wins")
+
+
+def from_namespace(args) -> TrainConfig:
+    """The config from parsed flags (raises ValueError on a bad value)."""
+    return GROUP.build(vars(args)).validate()
 
 
 def from_args(argv: list[str]) -> TrainConfig:
-    """Config from --config FILE (YAML/JSON) and flags named like the fields."""
-    p = argparse.ArgumentParser(prog="open-sandwiches train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="")
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        kind = hints[field.name]
-        extra = {"nargs": "?", "const": True} if kind is bool else {}  # `--overwrite` alone
-        p.add_argument(f"--{field.name}", type=_parse_bool if kind is bool else kind,
-                       default=None, choices=ARCHS if field.name == "arch" else None, **extra)
-    args = p.parse_args(argv)
-    values: dict = {}
-    if args.config:
-        import yaml
-        with open(args.config) as f:
-            values.update(yaml.safe_load(f) or {})
-        unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}")
-    values.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
-    return TrainConfig(**values).validate()
+    """Config from --config FILE (YAML/JSON) and flags named like the fields.
+
+    Raises:
+      ValueError: a bad or unknown flag, an unknown key in the file, a bad value.
+    """
+    from pipelines import cli
+    return from_namespace(cli.parse("train", list(argv)))

@@ -10,14 +10,14 @@ analysis, done for you).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 import numpy as np
 
-from model import data, network, plots
+# model.data, model.network and model.plots import TensorFlow: they are imported where
+# they are used, so `evaluate --help` and a missing model folder answer at once.
 from schemas.records import SPLITS
 
 
@@ -42,6 +42,12 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
 
 
 def _load(model_dir: str):
+    """The model, its labels.json and its config.json; checks the folder before loading
+    TensorFlow."""
+    if not os.path.isfile(os.path.join(model_dir, "labels.json")):
+        raise FileNotFoundError(f"{model_dir} holds no trained model (no labels.json): "
+                                f"train one with `open-sandwiches train --model_dir "
+                                f"{model_dir} ...`")
     import keras
     with open(os.path.join(model_dir, "labels.json")) as f:
         meta = json.load(f)
@@ -52,8 +58,12 @@ def _load(model_dir: str):
 
 def evaluate(model_dir: str, dataset_dir: str = "", top_mistakes: int = 12) -> dict:
     """Evaluate on validation and test; write metrics.json and the plots; return metrics."""
+    from model import data, network, plots
     model, meta, config = _load(model_dir)
     dataset_dir = dataset_dir or config["dataset_dir"]
+    if not os.path.isfile(os.path.join(dataset_dir, "dataset_info.json")):
+        raise FileNotFoundError(f"{dataset_dir} is not a dataset written by build (it has "
+                                f"no dataset_info.json)")
     labels, size = meta["labels"], meta["image_size"]
     info = data.DatasetInfo.load(dataset_dir)
     if list(info.labels) != labels:
@@ -107,8 +117,13 @@ def format_metrics(results: dict) -> str:
 
 def predict(model_dir: str, paths: list[str]) -> list[tuple[str, dict[str, float]]]:
     """Class probabilities for image files, resized to the model's input as in training."""
-    import tensorflow as tf
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such image file: {path}")
     model, meta, _ = _load(model_dir)
+    import tensorflow as tf
+
+    from model import data, network
     labels, size = meta["labels"], meta["image_size"]
     out = []
     for path in paths:
@@ -118,31 +133,40 @@ def predict(model_dir: str, paths: list[str]) -> list[tuple[str, dict[str, float
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True)
-    p.add_argument("--dataset_dir", default="", help="default: the one the model trained on")
-    args = p.parse_args(argv)
-    try:
-        results = evaluate(args.model_dir, args.dataset_dir)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches evaluate` with parsed flags."""
+    results = evaluate(args.model_dir, args.dataset_dir)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
     print(format_metrics(results))
     print(f"wrote metrics.json, confusion_matrix.png, mistakes.png to {args.model_dir}")
     return 0
 
 
-def predict_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches predict")
-    p.add_argument("model_dir", help="a folder written by train")
-    p.add_argument("images", nargs="+")
-    args = p.parse_args(argv)
-    for path, probs in predict(args.model_dir, args.images):
+def predict_command(args) -> int:
+    """`open-sandwiches predict` with parsed flags; --json: {"model_dir", "predictions":
+    [{"image", "label", "probabilities": {label: p}}]}."""
+    results = predict(args.model_dir, args.images)
+    if args.json:
+        print(json.dumps({"model_dir": args.model_dir, "predictions": [
+            {"image": path, "label": max(probs, key=probs.get), "probabilities": probs}
+            for path, probs in results]}, indent=2))
+        return 0
+    for path, probs in results:
         ranked = sorted(probs.items(), key=lambda kv: -kv[1])
         print(f"{path}: " + ", ".join(f"{label} {p:.3f}" for label, p in ranked))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("evaluate", argv)
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("predict", argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ TensorFlow is needed to serve it:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -45,9 +44,8 @@ def serving_function(model, labels: list[str], image_size: int):
 
 
 def export(model_dir: str, output: str, overwrite: bool = False) -> str:
-    """Write the SavedModel of model_dir's model.keras to `output`; return `output`."""
-    import keras
-    import tensorflow as tf
+    """Write the SavedModel of model_dir's model.keras to `output`; return `output`.
+    The inputs are checked before TensorFlow loads."""
     model_path = os.path.join(model_dir, "model.keras")
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{model_path} not found: train first (a killed run has no "
@@ -56,6 +54,8 @@ def export(model_dir: str, output: str, overwrite: bool = False) -> str:
         if not overwrite:
             raise ValueError(f"{output} is not empty; pass --overwrite to replace it")
         shutil.rmtree(output)
+    import keras
+    import tensorflow as tf
     with open(os.path.join(model_dir, "labels.json")) as f:
         meta = json.load(f)
     model = keras.models.load_model(model_path)
@@ -68,21 +68,17 @@ def export(model_dir: str, output: str, overwrite: bool = False) -> str:
     return output
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="a folder written by train")
-    p.add_argument("--output", required=True, help="the SavedModel folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
-    args = p.parse_args(argv)
-    try:
-        path = export(args.model_dir, args.output, args.overwrite)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches export` with parsed flags."""
+    path = export(args.model_dir, args.output, args.overwrite)
     print(f"exported {args.model_dir} to {path} (signature serving_default: images -> "
           f"label, probabilities, classes)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("export", argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from model import data, network, plots, resume
-from model.config import TrainConfig, from_args
+from model.config import TrainConfig, from_namespace
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ class _Run:
 def train(config: TrainConfig) -> dict:
     """Train (or resume, or find finished) the run in config.model_dir; return a summary."""
     config.validate()
+    if not tf.io.gfile.exists(os.path.join(config.dataset_dir, "dataset_info.json")):
+        raise FileNotFoundError(f"{config.dataset_dir} is not a dataset written by build "
+                                f"(it has no dataset_info.json)")
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     info = data.DatasetInfo.load(config.dataset_dir)
@@ -210,18 +213,9 @@ def _summary(config: TrainConfig, monitor: str, progress: resume.Progress, secon
                        in zip(progress.phases_done.items(), starts)}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING if "--quiet" in argv else logging.INFO,
-                        format="%(asctime)s %(message)s")
-    argv = [a for a in argv if a not in ("--quiet", "--verbose")]
-    logging.getLogger("absl").setLevel(logging.WARNING)  # tfds reports every file it opens
-    try:
-        config = from_args(argv)
-        summary = train(config)
-    except (ValueError, FileNotFoundError, network.OfflineWeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches train` with parsed flags."""
+    summary = train(from_namespace(args))
     best = ", ".join(f"{k} {v:.3f}" for k, v in summary["best"].items())
     if summary["already_complete"]:
         print(f"already trained: {summary['model_dir']} holds a finished run of this config "
@@ -233,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {summary['epochs_run']} epochs in {summary['seconds']} s{resumed}; best "
           f"epoch {summary['best_epoch']}: {best}\nsaved to {summary['model_dir']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("train", argv)
 
 
 if __name__ == "__main__":

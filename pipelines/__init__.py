@@ -1,5 +1,17 @@
-"""The open-sandwiches Beam job: one module per stage, each a PTransform over a pure core."""
+"""The open-sandwiches Beam job: one module per stage, each a PTransform over a pure core.
+
+`__version__` is the tool's one version: setup.py reads it, `open-sandwiches --version`
+prints it and build_report.json records it.
+"""
 import os
 
-# TensorFlow's C++ start-up lines (CUDA probing, CPU features) drown the tool's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+__version__ = "0.1.0"
+
+# TensorFlow's C++ logging (CUDA probing, CPU features, "failed call to cuInit" as an
+# error on machines without a GPU) drowns the tool's own output; `--verbose` turns it on
+# again (pipelines/command.py). A value the user set is left alone.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pipelines import tfquiet  # noqa: E402  (after the variable: TensorFlow reads it once)
+
+tfquiet.install()

@@ -14,7 +14,7 @@ is such a file, so `build --config build_report.json` rebuilds a dataset from it
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,8 +22,9 @@ import sys
 import time
 
 import apache_beam as beam
+import pyarrow.compute as pc
 
-from pipelines import crop, failures, fetch, files, options, plan, report, scan
+from pipelines import crop, failures, fetch, files, options, plan, progress, report, scan
 from pipelines.crop_stage import CropBoxes
 from pipelines.fetch_stage import FetchImages
 from pipelines.ontology import packaged_class_list, packaged_path
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
-    """Everything a build needs, checked before the pipeline starts."""
+    """Everything a build needs, checked before the pipeline starts; `settings` are the
+    flags it came from (build_report.json's `config`)."""
 
     plan: plan.PlanConfig
     fetch: fetch.FetchConfig
@@ -46,35 +48,40 @@ class BuildConfig:
     shard_size_bytes: int
     num_shards: int
     export_folders: str
+    settings: options.BuildSettings = options.BuildSettings()
 
 
-def our_flags(opts: options.OpenSandwichesOptions) -> dict:
-    """The values of this project's flags (not Beam's), as a --config mapping."""
-    parser = argparse.ArgumentParser(add_help=False)
-    options.OpenSandwichesOptions._add_argparse_args(parser)
-    values = opts.view_as(options.OpenSandwichesOptions).get_all_options()
-    return {a.dest: values.get(a.dest) for a in parser._actions if a.dest != "help"}
+def prepare(argv: list[str] | None) -> tuple[object, BuildConfig]:
+    """Parse and check everything: (Beam's PipelineOptions, the config). Raises a
+    ValueError or OSError (FileExistsError over a completed dataset) on mistakes."""
+    from pipelines import cli
+    return _prepared(cli.parse("build", list(argv or [])))
 
 
-def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, BuildConfig]:
-    """Parse and check everything; raise plan.USER_ERRORS (or FileExistsError) on mistakes.
+def _prepared(args) -> tuple[object, BuildConfig]:
+    return prepare_settings(options.settings(vars(args), "build"),
+                            options.pipeline_options(args.beam_args))
+
+
+def prepare_settings(settings: options.BuildSettings, opts) -> tuple[object, BuildConfig]:
+    """What prepare() returns, from settings and PipelineOptions (the Python API's way).
 
     Clears a partial dataset left by a killed build, and refuses to replace a completed
     one unless --overwrite.
     """
-    opts = options.parse(argv)
-    o = opts.view_as(options.OpenSandwichesOptions)
-    if not o.output_dir:
-        raise ValueError("--output_dir is required")
-    plan_config, _ = plan.PlanConfig.from_options(opts)
-    if o.shard_size_mb <= 0 or o.num_shards < 0:
+    _, plan_config, output_dir = plan.prepare_settings(settings.plan, opts)
+    d = settings.dataset
+    if d.shard_size_mb <= 0 or d.num_shards < 0:
         raise ValueError("--shard_size_mb must be positive and --num_shards >= 0")
-    layout = DatasetLayout(o.output_dir,
-                           o.dataset_name or default_dataset_name(plan_config.label_set.labels),
-                           o.dataset_version, o.file_format, o.image_size)
-    config = BuildConfig(plan_config, options.fetch_config(o), options.crop_spec(o), layout,
-                         int(o.shard_size_mb * 2**20), o.num_shards, o.export_folders)
-    check_destination(layout, o.overwrite)
+    layout = DatasetLayout(output_dir,
+                           d.dataset_name or default_dataset_name(plan_config.label_set.labels),
+                           d.dataset_version, d.file_format, settings.crop.image_size)
+    fetch_config = dataclasses.replace(settings.fetch, cache_dir=settings.fetch.cache_dir
+                                       or fetch.default_cache_dir())
+    config = BuildConfig(plan_config, fetch_config, settings.crop, layout,
+                         int(d.shard_size_mb * 2**20), d.num_shards, d.export_folders,
+                         settings)
+    check_destination(layout, d.overwrite)
     return opts, config
 
 
@@ -84,6 +91,41 @@ def _finalize(_, layout, labels, shards, failure_slices, attribution, failure_co
                       failure_counts, planned_boxes)
     counts["scan"] = scan.scan_report(tables, scanned)
     write_json(layout.path(REPORT_FILE), counts)
+
+
+# The bars of a build in a terminal (pipelines/progress.py): (what the stage counts,
+# the bar's label, its unit).
+PROGRESS_BARS = (("fetch", "fetch", "photo"), ("crop", "crop", "box"),
+                 ("crops serialized", "write", "crop"))
+
+
+class _Tally(beam.DoFn):
+    """The bars' totals, from the plan's buckets as they leave the join (less the boxes
+    whose photo or crop failed), and the crop stage's count; emits nothing, and where no
+    bar is open only the crop count's log lines remain."""
+
+    def __init__(self, kind: str):
+        self._kind = kind
+
+    def setup(self):
+        self._crop = progress.Progress("crop")
+
+    def process(self, element):
+        if self._kind == "planned":
+            batch = element[1]
+            progress.expect("fetch", pc.count_distinct(batch["image_id"]).as_py()
+                            if batch.num_rows else 0)
+            progress.expect("crop", batch.num_rows)
+            progress.expect("crops serialized", batch.num_rows)
+        elif self._kind == "photo_failed":
+            progress.expect("crop", -1)
+            progress.expect("crops serialized", -1)
+        else:
+            failed = self._kind == "crop_failed"
+            self._crop.add(boxes=1, failed=int(failed))
+            if failed:
+                progress.expect("crops serialized", -1)
+        return ()
 
 
 def build_pipeline(p: beam.Pipeline, config: BuildConfig) -> None:
@@ -109,6 +151,11 @@ def build_pipeline(p: beam.Pipeline, config: BuildConfig) -> None:
     planned = (plan_batches
                | "BoxesPerBucket" >> beam.Map(lambda kv: kv[1].num_rows)
                | "PlannedBoxes" >> beam.CombineGlobally(sum))
+    for name, pcoll, kind in (("ProgressTotals", plan_batches, "planned"),
+                              ("ProgressFetchFailed", fetch_failures, "photo_failed"),
+                              ("ProgressCropped", crops, "cropped"),
+                              ("ProgressCropFailed", crop_failures, "crop_failed")):
+        pcoll | name >> beam.ParDo(_Tally(kind))
     (p
      | "Once" >> beam.Create([None])
      | "Finalize" >> beam.Map(
@@ -118,32 +165,41 @@ def build_pipeline(p: beam.Pipeline, config: BuildConfig) -> None:
          beam.pvalue.AsDict(scanned), config.plan.box_tables + config.plan.image_tables))
 
 
-def execute(opts: options.OpenSandwichesOptions, config: BuildConfig) -> dict:
-    """Run the job, then complete build_report.json and write COMPLETED last."""
-    o = opts.view_as(options.OpenSandwichesOptions)
-    flags = our_flags(opts)
+def execute(opts, config: BuildConfig, bars: bool | None = None) -> dict:
+    """Run the job, then complete build_report.json and write COMPLETED last.
+
+    Args:
+      bars: draw progress bars on stderr (default: when it is a terminal and the job
+        runs in this process); else the stages log progress lines.
+    """
+    flags = options.flag_values(config.settings)
     tables = config.plan.box_tables + config.plan.image_tables
+    selection = config.settings.selection
     inputs = [t.path for t in tables] + [
-        o.class_descriptions or packaged_class_list(o.version),
-        o.hierarchy or packaged_path("bbox_labels_600_hierarchy.json")]
+        selection.class_descriptions or packaged_class_list(selection.version),
+        selection.hierarchy or packaged_path("bbox_labels_600_hierarchy.json")]
     identity = report.fingerprint(flags, inputs)
     start = time.perf_counter()
-    with beam.Pipeline(options=opts) as p:
-        build_pipeline(p, config)
+    if bars is None:
+        bars = progress.wanted(options.runs_in_process(opts))
+    with progress.bars(PROGRESS_BARS) if bars else contextlib.nullcontext():
+        with beam.Pipeline(options=opts) as p:
+            build_pipeline(p, config)
     seconds = time.perf_counter() - start
     path = config.layout.path(REPORT_FILE)
     result = json.loads(files.read_bytes(path))
     result = {"dataset": config.layout.name, "version": config.layout.version,
               "labels": list(config.plan.label_set.labels), **result,
               "notes": list(config.plan.label_set.notes), "seconds": round(seconds, 2),
-              **identity, "config": flags, "environment": report.environment(),
+              **identity, "config": flags, "tool": report.tool(),
+              "environment": report.environment(),
               "metrics": report.metrics_dict(p.result)}
     write_json(path, result)
     if not result["invariant"]["examples"]:
         log.error("no box became an example: nothing to load. See %s for why.",
                   config.layout.path("failures.jsonl"))
         return result
-    if not o.no_previews and not files.is_remote(config.layout.dir):
+    if not config.settings.dataset.no_previews and not files.is_remote(config.layout.dir):
         from pipelines import preview
         try:  # previews are for people: they never decide whether the dataset is complete
             preview.dataset_previews(config.layout.dir, config.fetch.cache_dir)
@@ -175,26 +231,23 @@ def _root_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[-1] if text else ''}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options.setup_logging(verbose="--verbose" in argv, quiet="--quiet" in argv)
-    argv = [a for a in argv if a not in ("--verbose", "--quiet")]
-    try:
-        opts, config = prepare(argv)
-    except plan.USER_ERRORS + (FileExistsError,) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches build` with parsed flags; --json prints the report as JSON."""
+    opts, config = _prepared(args)
     try:
         result = execute(opts, config)
     except Exception as err:  # a full disk, a read-only folder, a worker crash
-        if "--verbose" in sys.argv or log.isEnabledFor(logging.DEBUG):
+        if args.verbose:
             raise
         print(f"error: the build failed and the dataset is not marked COMPLETED: "
-              f"{_root_cause(err)}\n(rerun with --verbose for the "
-              f"traceback; a rerun reuses every download)", file=sys.stderr)
+              f"{_root_cause(err)} (rerun with --verbose for the traceback; a rerun "
+              f"reuses every download)", file=sys.stderr)
         return 1
-    print(report.format_report(result))
-    print(f"\ndataset: {config.layout.dir}")
+    if args.json:
+        print(json.dumps({"dataset_dir": config.layout.dir, **result}, indent=2))
+    else:
+        print(report.format_report(result))
+        print(f"\ndataset: {config.layout.dir}")
     if result["invariant"]["lost"]:
         print(f"error: {result['invariant']['lost']} boxes were lost by the runner; the "
               f"dataset is incomplete and not marked COMPLETED", file=sys.stderr)
@@ -204,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
               "dataset is not marked COMPLETED", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("build", argv)
 
 
 if __name__ == "__main__":

@@ -12,29 +12,7 @@ import argparse
 import json
 import sys
 
-from pipelines.ontology import (ROOT_MID, ClassSelectionError, Ontology, UnknownClassError,
-                                build_label_set)
-from schemas import openimages
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="open-sandwiches classes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", choices=openimages.VERSIONS, default="v7")
-    p.add_argument("--class_descriptions", help="class list CSV (default: packaged)")
-    p.add_argument("--hierarchy", help="hierarchy JSON (default: packaged)")
-    p.add_argument("--search", metavar="TEXT", help="classes whose name contains TEXT")
-    p.add_argument("--tree", metavar="NAME", nargs="?", const="Entity",
-                   help="indented subtree under NAME (default: the whole hierarchy)")
-    p.add_argument("--classes", nargs="+", default=[], help="resolve a selection into labels")
-    p.add_argument("--include_subclasses", action="store_true")
-    p.add_argument("--exclude", nargs="+", default=[])
-    p.add_argument("--relabel_to_parent", action="store_true")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--radial_tree", metavar="FILE.html",
-                   help="write the hierarchy as a self-contained Vega radial tree page")
-    p.add_argument("--plan", metavar="DIR", help="with --radial_tree: box counts from a plan")
-    return p
+from pipelines.ontology import ROOT_MID, Ontology, build_label_set
 
 
 def run(args: argparse.Namespace) -> str:
@@ -82,15 +60,15 @@ def _plan_counts(plan_dir: str) -> dict[str, int]:
     return plan.read_plan(plan_dir, columns=["mid"]).to_pandas().mid.value_counts().to_dict()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        print(run(args))
-    except (UnknownClassError, ClassSelectionError, FileNotFoundError,
-            openimages.TableFormatError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args: argparse.Namespace) -> int:
+    """`open-sandwiches classes` with parsed flags (pipelines/cli.py declares them)."""
+    print(run(args))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("classes", argv)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ xhpmoonx's Git-LFS pointers, as collected in the project's shared notes.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import sys
 import time
@@ -191,23 +191,19 @@ def ensure(version: str, split: str, base_url: str = BASE_URL, cache_dir: str = 
             [download(f, base_url, cache_dir, quiet) for f in images])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches metadata", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("list", "download"))
-    p.add_argument("--version", choices=tuple(FILES), default="v7")
-    p.add_argument("--split", default="validation", help="train, validation, test or all")
-    p.add_argument("--metadata_base_url", default=BASE_URL)
-    p.add_argument("--metadata_cache", default="")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        boxes, images = tables_for(args.version, args.split)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches metadata list|download` with parsed flags; `list --json` prints
+    {"version", "split", "base_url", "files": [{"url", "path", "size", "md5", "sha256"}]}."""
+    boxes, images = tables_for(args.version, args.split)
     files = [FILES[args.version]["classes"], FILES[args.version]["hierarchy"], *boxes, *images]
     if args.action == "list":
+        if args.json:
+            print(json.dumps({"version": args.version, "split": args.split,
+                              "base_url": args.metadata_base_url, "files": [
+                                  {"url": f"{args.metadata_base_url}/{f.path}", "path": f.path,
+                                   "size": f.size, "md5": f.md5, "sha256": f.sha256}
+                                  for f in files]}, indent=2))
+            return 0
         for f in files:
             size = f"{f.size / 2**20:,.1f} MiB" if f.size else "size unknown"
             check = f"md5 {f.md5}" if f.md5 else f"sha256 {f.sha256}" if f.sha256 else "no checksum"
@@ -220,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("metadata", argv)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ the summary as a table.
         --bbox_csv train-annotations-bbox.csv \
         --images_csv train-images-boxable-with-rotation.csv --output_dir out/plan
 
-`PlanImages` is the composite that `build` reuses; `run(argv)` builds options and
-`build_pipeline(p, config, output_dir)` adds the transforms, so tests pass a TestPipeline.
+`PlanImages` is the composite that `build` reuses; `run(argv)` parses the flags
+(pipelines/options.py) and `build_pipeline(p, config, output_dir)` adds the transforms, so
+tests pass a TestPipeline; `pipelines.api.plan(...)` takes keyword arguments.
 """
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines import (batches, csvscan, failures, files, join, keys, metadata, options, report,
                        rows, scan)
-from pipelines.ontology import (ClassSelectionError, LabelSet, Ontology, UnknownClassError,
-                                build_label_set)
+from pipelines.ontology import LabelSet, Ontology, build_label_set
 from pipelines.failures import FAILED
 from schemas import openimages
 from schemas.records import PLAN_SCHEMA, SPLITS
@@ -81,7 +81,7 @@ class PlanConfig:
                              self.seed, self.fractions, priorities=self.max_per_class > 0)
 
     @classmethod
-    def from_options(cls, opts: options.OpenSandwichesOptions) -> tuple["PlanConfig", Ontology]:
+    def from_settings(cls, settings: options.PlanSettings) -> tuple["PlanConfig", Ontology]:
         """Resolve classes and open every table now, so mistakes fail before any worker runs.
 
         Raises:
@@ -89,31 +89,29 @@ class PlanConfig:
           FileNotFoundError, TableFormatError: a missing file or an unknown header.
           ValueError: a bad flag value.
         """
-        o = opts.view_as(options.OpenSandwichesOptions)
-        bbox_csv, images_csv = list(o.bbox_csv), list(o.images_csv)
-        if o.split and not bbox_csv and not images_csv:
-            bbox_csv, images_csv = metadata.ensure(o.version, o.split, o.metadata_base_url,
-                                                   o.metadata_cache)
+        c, t, s = settings.selection, settings.tables, settings.splits
+        bbox_csv, images_csv = list(t.bbox_csv), list(t.images_csv)
+        if t.split and not bbox_csv and not images_csv:
+            bbox_csv, images_csv = metadata.ensure(c.version, t.split, t.metadata_base_url,
+                                                   t.metadata_cache)
         if not bbox_csv or not images_csv:
             raise ValueError("give the tables to scan: --bbox_csv FILE [FILE ...] "
                              "--images_csv FILE [FILE ...], or --version V --split S to "
                              "use (and download) the official ones")
-        ontology = Ontology.load(o.version, o.class_descriptions, o.hierarchy)
-        label_set = build_label_set(ontology, o.classes, o.include_subclasses, o.exclude,
-                                    o.relabel_to_parent)
-        filters = rows.BoxFilters(o.is_occluded, o.is_truncated, o.is_group_of,
-                                  o.is_depiction, o.is_inside, o.min_box_size)
-        if o.max_per_class < 0:
+        ontology = Ontology.load(c.version, c.class_descriptions, c.hierarchy)
+        label_set = build_label_set(ontology, list(c.classes), c.include_subclasses,
+                                    list(c.exclude), c.relabel_to_parent)
+        if s.max_per_class < 0:
             raise ValueError("--max_per_class must be 0 (no limit) or positive")
-        if o.scan_range_mb <= 0:
+        if t.scan_range_mb <= 0:
             raise ValueError("--scan_range_mb must be positive")
         config = cls(
             label_set=label_set,
             box_tables=tuple(csvscan.open_table(p, openimages.BOXES) for p in bbox_csv),
             image_tables=tuple(csvscan.open_table(p, openimages.IMAGES) for p in images_csv),
-            filters=filters, range_bytes=max(1, int(o.scan_range_mb * 2**20)), seed=o.seed,
-            split_source=o.split_source, fractions=join.check_fractions(o.split_fractions),
-            max_per_class=o.max_per_class)
+            filters=settings.filters, range_bytes=max(1, int(t.scan_range_mb * 2**20)),
+            seed=s.seed, split_source=s.split_source,
+            fractions=join.check_fractions(s.split_fractions), max_per_class=s.max_per_class)
         config.join_spec  # validates the split source
         return config, ontology
 
@@ -410,17 +408,27 @@ def clear_outputs(output_dir: str) -> None:
     files.remove_tree(os.path.join(output_dir, PARTS_DIR))
 
 
-def prepare(argv: list[str] | None) -> tuple[options.OpenSandwichesOptions, PlanConfig, str]:
-    """Parse flags and check every input; raises USER_ERRORS on a mistake of the user's."""
-    opts = options.parse(argv)
-    o = opts.view_as(options.OpenSandwichesOptions)
-    if not o.output_dir:
+def prepare(argv: list[str] | None) -> tuple[object, PlanConfig, str]:
+    """Parse flags and check every input: (Beam's PipelineOptions, the config, the output
+    folder). Raises a ValueError or OSError on a mistake of the user's."""
+    from pipelines import cli
+    return _prepared(cli.parse("plan", list(argv or [])))
+
+
+def _prepared(args) -> tuple[object, PlanConfig, str]:
+    settings = options.settings(vars(args), "plan")
+    return prepare_settings(settings, options.pipeline_options(args.beam_args))
+
+
+def prepare_settings(settings: options.PlanSettings, opts) -> tuple[object, PlanConfig, str]:
+    """What prepare() returns, from settings and PipelineOptions (the Python API's way)."""
+    if not settings.tables.output_dir:
         raise ValueError("--output_dir is required")
-    config, _ = PlanConfig.from_options(opts)
-    return opts, config, o.output_dir
+    config, _ = PlanConfig.from_settings(settings)
+    return opts, config, settings.tables.output_dir
 
 
-def execute(opts: options.OpenSandwichesOptions, config: PlanConfig, output_dir: str) -> dict:
+def execute(opts, config: PlanConfig, output_dir: str) -> dict:
     """Run the plan pipeline; return the summary, with the run's counters added to it."""
     clear_outputs(output_dir)
     with beam.Pipeline(options=opts) as p:
@@ -437,27 +445,25 @@ def run(argv: list[str] | None = None) -> dict:
     return execute(*prepare(argv))
 
 
-USER_ERRORS = (UnknownClassError, ClassSelectionError, FileNotFoundError,
-               openimages.TableFormatError, ValueError)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options.setup_logging(verbose="--verbose" in argv, quiet="--quiet" in argv)
-    argv = [a for a in argv if a not in ("--verbose", "--quiet")]
-    try:
-        opts, config, output_dir = prepare(argv)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches plan` with parsed flags; --json prints the summary as JSON."""
+    opts, config, output_dir = _prepared(args)
     for note in config.label_set.notes:
         log.info("%s", note)
     summary = execute(opts, config, output_dir)
+    if args.json:
+        print(json.dumps({"output_dir": output_dir, **summary}, indent=2))
+        return 0
     print(format_summary(summary))
     print(f"\nwrote {summary['plan_files']} plan files "
           f"({PLAN_FILES.format(0, summary['plan_files'])}, ...), {FAILURES_FILE}, "
           f"{SUMMARY_FILE} in {output_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("plan", argv)
 
 
 if __name__ == "__main__":

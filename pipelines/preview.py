@@ -16,7 +16,6 @@ skip is logged and listed in previews/NOTES.txt.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import io
 import json
@@ -230,31 +229,32 @@ def dataset_previews(dataset_dir: str, cache_dir: str, per_class: int = 4) -> li
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches preview", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", help="a plan folder (with plan-*.parquet)")
-    p.add_argument("--dataset", help="a dataset folder (<output_dir>/<name>/<version>)")
-    p.add_argument("--cache_dir", default=fetch.default_cache_dir())
-    p.add_argument("--per_class", type=int, default=4)
-    p.add_argument("--output", default="", help="with --plan: the PNG (default PLAN/photos.png)")
-    args = p.parse_args(argv)
+def command(args) -> int:
+    """`open-sandwiches preview` with parsed flags (pipelines/cli.py declares them)."""
     if bool(args.plan) == bool(args.dataset):
-        print("error: give exactly one of --plan DIR or --dataset DIR", file=sys.stderr)
-        return 2
+        raise ValueError("give exactly one of --plan DIR or --dataset DIR")
+    cache_dir = args.cache_dir or fetch.default_cache_dir()
     if args.plan:
         from pipelines import plan
         rows = plan.read_plan(args.plan).to_pylist()
         out = args.output or os.path.join(args.plan, "photos.png")
         notes: list[str] = []
-        n = photo_grid(rows, args.cache_dir, args.per_class, out, notes)
-        print(f"wrote {out} ({n} photos found in {args.cache_dir})")
+        n = photo_grid(rows, cache_dir, args.per_class, out, notes)
+        print(f"wrote {out} ({n} photos found in {cache_dir})")
         for note in notes:
             print(f"  {note}")
         return 0
-    for path in dataset_previews(args.dataset, args.cache_dir, args.per_class):
+    if not os.path.isfile(os.path.join(args.dataset, "dataset_info.json")):
+        raise FileNotFoundError(f"{args.dataset} is not a dataset written by build (it has "
+                                f"no dataset_info.json)")
+    for path in dataset_previews(args.dataset, cache_dir, args.per_class):
         print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("preview", argv)
 
 
 if __name__ == "__main__":

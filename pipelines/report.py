@@ -72,6 +72,12 @@ def environment() -> dict:
             "jpeg_decoder": crop.decoder_name()}
 
 
+def tool() -> dict:
+    """This tool's name and version (pipelines.__version__, the one setup.py installs)."""
+    from pipelines import __version__
+    return {"name": "open-sandwiches", "version": __version__}
+
+
 def format_report(report: dict) -> str:
     """The build report as plain-text tables."""
     labels = list(report["examples"])

@@ -19,11 +19,9 @@ exits 1 if there are any, so a rebuild can prove it saw the same photos.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
-import os
 import sys
 
 import pyarrow.parquet as pq
@@ -184,24 +182,14 @@ def _print_comparison(other_dir: str, c: dict) -> None:
     print("SAME PHOTOS" if c["same"] else "PHOTOS DIFFER")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches verify", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset_dir", help="<output_dir>/<name>/<version>")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--against", default="",
-                   help="another build of the same dataset: list photos whose source bytes differ")
-    args = p.parse_args(argv)
-    if not os.path.isdir(args.dataset_dir) and not files.is_remote(args.dataset_dir):
-        print(f"error: {args.dataset_dir} is not a folder", file=sys.stderr)
-        return 2
+def command(args) -> int:
+    """`open-sandwiches verify` with parsed flags (pipelines/cli.py declares them)."""
+    if not files.exists(files.join_path(args.dataset_dir, "dataset_info.json")):
+        raise FileNotFoundError(f"{args.dataset_dir} is not a dataset written by build "
+                                f"(it has no dataset_info.json)")
     result = verify(args.dataset_dir)
     if args.against:
-        try:
-            result["sources"] = compare_sources(args.dataset_dir, args.against)
-        except (OSError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        result["sources"] = compare_sources(args.dataset_dir, args.against)
         result["ok"] = result["ok"] and result["sources"]["same"]
     if args.json:
         print(json.dumps(result, indent=2))
@@ -215,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             _print_comparison(args.against, result["sources"])
         print("OK" if result["ok"] else "FAILED")
     return 0 if result["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("verify", argv)
 
 
 if __name__ == "__main__":

@@ -292,10 +292,11 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
             name=split, shard_lengths=[infos[s].count if s in infos else 0 for s in range(n)],
             num_bytes=sum(i.num_bytes for i in infos.values())))
     if split_infos:
+        from pipelines.about import dataset_metadata
         tfds.folder_dataset.write_metadata(
             data_dir=layout.dir, features=examples.features(labels, layout.image_size), split_infos=split_infos,
             check_data=False, supervised_keys=(examples.IMAGE, examples.LABEL),
-            description=f"Open Images crops of {', '.join(labels)}, built by open-sandwiches.")
+            **dataset_metadata(labels))
     _merge_manifest(layout, by_split)
     failures.merge_failures(failure_slices, layout.path(FAILURES_FILE))
     _write_attribution(attribution_slices, layout.path(ATTRIBUTION_FILE))

@@ -11,7 +11,6 @@ quotes, empty and non-zero Rotation, base64 MD5s. Deterministic from a seed.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -262,24 +261,19 @@ def write_full_size(out_dir: str, n_boxes: int = 14_600_000, n_images: int = 1_7
     return CatalogFiles(class_csv, tree, bbox_csv, images_csv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches demo-catalog", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--classes", nargs="+", default=["Hamburger", "Sandwich"])
-    p.add_argument("--images", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--version", choices=("v4", "v7"), default="v7")
-    p.add_argument("--box_layout", choices=("boxes_13", "boxes_21"), default="boxes_13")
-    p.add_argument("--crlf", action="store_true")
-    p.add_argument("--base_url", default="http://127.0.0.1:8000")
-    args = p.parse_args(argv)
+def command(args) -> int:
+    """`open-sandwiches demo-catalog` with parsed flags (pipelines/cli.py declares them)."""
     files = write_catalog(args.output_dir, args.classes, args.images, args.seed, args.version,
                           args.box_layout, args.crlf, args.base_url)
     print("wrote a catalog; plan it with:\n  open-sandwiches plan --classes "
           + " ".join(repr(c) for c in args.classes) + " " + " ".join(files.flags())
           + f" --output_dir {os.path.join(args.output_dir, 'plan')}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("demo-catalog", argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ the headline numbers. A rerun reuses the download cache (demo_out/cache).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,16 +31,12 @@ def _faults(files: catalog.CatalogFiles, every: int = 12) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", default="demo_out")
-    p.add_argument("--classes", nargs="+", default=["Hamburger", "Sandwich"])
-    p.add_argument("--images", type=int, default=240)
-    p.add_argument("--image_size", type=int, default=96)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    from pipelines import cli
+    return cli.run("demo", argv)
+
+
+def command(args) -> int:
+    """`open-sandwiches demo` with parsed flags (pipelines/cli.py declares them)."""
     from model import evaluate, train
     from model.config import TrainConfig
     from pipelines import build, classes, plan

@@ -18,7 +18,6 @@ all, and that a client's window never exceeds its concurrency.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import email.utils
 import hashlib
@@ -260,6 +259,13 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up (a size cap, a deadline, a killed build) is the
+        internet's normal; anything else is still printed."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
@@ -326,24 +332,12 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="open-sandwiches serve-images", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("catalog_dir", help="a catalog written with photos (its photos/ folder)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--fault_rate", type=float, default=0.0)
-    p.add_argument("--latency_ms", type=float, default=0.0)
-    p.add_argument("--fault_kinds", nargs="+", default=list(FAULTS),
-                   choices=list(FAULTS) + list(SLOW_FAULTS),
-                   help="the faults --fault_rate cycles through")
-    p.add_argument("--hang_s", type=float, default=5.0)
-    p.add_argument("--storm_rate", type=float, default=0.0,
-                   help="answer this fraction of all requests 429 with Retry-After")
-    p.add_argument("--retry_after", default="1", help="the Retry-After of --storm_rate 429s")
-    p.add_argument("--pool", action="store_true",
-                   help="serve any ImageID from the catalog's photos (for full-size tables)")
-    args = p.parse_args(argv)
+def command(args) -> int:
+    """`open-sandwiches serve-images` with parsed flags (pipelines/cli.py declares them)."""
     photo_dir = os.path.join(args.catalog_dir, "photos")
+    if not os.path.isdir(photo_dir):
+        raise FileNotFoundError(f"{args.catalog_dir} has no photos/ folder: write a catalog "
+                                f"with photos first (open-sandwiches demo writes one)")
     server = ImageServer(photo_dir, fault_rate=args.fault_rate, fault_kinds=tuple(args.fault_kinds),
                          latency_s=args.latency_ms / 1000, port=args.port, pool=args.pool,
                          hang_s=args.hang_s, storm_rate=args.storm_rate,
@@ -356,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    return cli.run("serve-images", argv)
 
 
 if __name__ == "__main__":

@@ -126,12 +126,14 @@ def test_report_reproduces_the_build_and_command_line_wins(built, _photo_site, t
 
 
 def test_yaml_config_flags(tmp_path):
-    from pipelines import options
+    from pipelines import cli, options
     cfg = tmp_path / "c.yaml"
     cfg.write_text("classes: [Hamburger, Sandwich]\ninclude_subclasses: true\nseed: 3\n"
                    "exclude: []\n")
-    o = options.parse(["--config", str(cfg), "--seed", "5"]).view_as(options.OpenSandwichesOptions)
-    assert (o.classes, o.include_subclasses, o.seed) == (["Hamburger", "Sandwich"], True, 5)
+    s = options.settings(vars(cli.parse("build", ["--config", str(cfg), "--seed", "5"])),
+                         "build")
+    assert (s.selection.classes, s.selection.include_subclasses, s.splits.seed) == (
+        ("Hamburger", "Sandwich"), True, 5)
 
 
 def test_dataset_names_and_versions_are_checked():

@@ -4,7 +4,7 @@ import collections
 import apache_beam as beam
 import pandas as pd
 
-from pipelines import options, plan
+from pipelines import cli, options, plan
 from pipelines.crop_stage import CropBoxes
 from pipelines.demo import server
 from pipelines.fetch_stage import FetchImages
@@ -13,19 +13,19 @@ from tests.conftest import collect, collected, image_rows, make_pipeline
 
 
 def _run(files, tmp_path, *extra):
-    opts = options.parse(["--classes", "Hamburger", "Sandwich", *files.flags(),
-                          "--output_dir", str(tmp_path), "--allow_private_network",
-                          "--cache_dir", str(tmp_path / "cache"), "--fetch_timeout_s", "0.5",
-                          "--fetch_backoff_s", "0.01", "--fetch_attempts", "2",
-                          "--image_size", "64", "--image_source", "original",
-                          "--max_image_bytes", "2000000", *extra])
-    o = opts.view_as(options.OpenSandwichesOptions)
-    config, _ = plan.PlanConfig.from_options(opts)
+    args = cli.parse("build", ["--classes", "Hamburger", "Sandwich", *files.flags(),
+                               "--output_dir", str(tmp_path), "--allow_private_network",
+                               "--cache_dir", str(tmp_path / "cache"), "--fetch_timeout_s",
+                               "0.5", "--fetch_backoff_s", "0.01", "--fetch_attempts", "2",
+                               "--image_size", "64", "--image_source", "original",
+                               "--max_image_bytes", "2000000", *extra])
+    settings = options.settings(vars(args), "build")
+    config, _ = plan.PlanConfig.from_settings(settings.plan)
     with make_pipeline() as p:
         batches, plan_failures, _ = p | plan.PlanImages(config, str(tmp_path / "scratch"))
         tasks = batches | beam.FlatMap(lambda kv: tasks_of(kv[1]))
-        photos, fetch_failures = tasks | FetchImages(options.fetch_config(o))
-        crops, crop_failures = photos | CropBoxes(options.crop_spec(o))
+        photos, fetch_failures = tasks | FetchImages(settings.fetch)
+        crops, crop_failures = photos | CropBoxes(settings.crop)
         collect(crops | beam.Map(lambda c: (c.key, c.box.label, c.source, len(c.jpeg))),
                 tmp_path / "crops.pkl", "Crops")
         plan_failures = plan_failures | beam.FlatMap(failures_of)
