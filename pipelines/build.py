@@ -90,7 +90,7 @@ def _finalize(_, layout, labels, shards, failure_slices, attribution, failure_co
     counts = finalize(layout, labels, list(shards), list(failure_slices), list(attribution),
                       failure_counts, planned_boxes)
     counts["scan"] = scan.scan_report(tables, scanned)
-    write_json(layout.path(REPORT_FILE), counts)
+    report.write_part(layout.report_part, counts)
 
 
 # The bars of a build in a terminal (pipelines/progress.py): (what the stage counts,
@@ -187,7 +187,7 @@ def execute(opts, config: BuildConfig, bars: bool | None = None) -> dict:
             build_pipeline(p, config)
     seconds = time.perf_counter() - start
     path = config.layout.path(REPORT_FILE)
-    result = json.loads(files.read_bytes(path))
+    result = report.take_part(config.layout.report_part)
     result = {"dataset": config.layout.name, "version": config.layout.version,
               "labels": list(config.plan.label_set.labels), **result,
               "notes": list(config.plan.label_set.notes), "seconds": round(seconds, 2),

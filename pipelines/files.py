@@ -101,6 +101,19 @@ def exists(path: str) -> bool:
     return os.path.exists(_local(path))
 
 
+def remove(path: str) -> None:
+    """Delete one file, if it exists."""
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        return
+    try:
+        os.remove(_local(path))
+    except FileNotFoundError:
+        pass
+
+
 def remove_tree(path: str) -> None:
     """Delete a folder and everything under it, if it exists."""
     if is_remote(path):

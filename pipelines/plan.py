@@ -47,6 +47,7 @@ PLAN_FILES = "plan-{:05d}-of-{:05d}.parquet"
 _PLAN_FILE_RE = re.compile(r"^plan-(\d{5})-of-(\d{5})\.parquet$")
 FAILURES_FILE = failures.FAILURES_FILE
 SUMMARY_FILE = "summary.json"
+SUMMARY_PART = ".summary-part.json"  # the job's half of summary.json (report.write_part)
 PARTS_DIR = ".plan-parts"
 PLAN, CANDIDATES = "plan", "candidates"
 
@@ -298,16 +299,10 @@ def summarize(counts: dict, failures_by_reason: dict, labels, notes=()) -> dict:
 
 def format_summary(summary: dict) -> str:
     """The summary as a plain-text table for the terminal."""
-    width = max([len(l) for l in summary["labels"]] + [5])
-    head = f"{'label':<{width}}  " + "  ".join(f"{s:>10}" for s in SPLITS + ("total",))
     out = []
     for what in ("boxes", "images"):
-        out += [f"{what} per class and split", head, "-" * len(head)]
-        for label in summary["labels"]:
-            counts = summary[what][label]
-            out.append(f"{label:<{width}}  " + "  ".join(
-                f"{counts[s]:>10}" for s in SPLITS + ("total",)))
-        out.append("")
+        out += report.split_table(f"{what} per class and split",
+                                  {label: summary[what][label] for label in summary["labels"]})
     t = summary["totals"]
     out.append(f"total: {t['boxes']} boxes on {t['images']} images; {t['failures']} failure records")
     for reason, n in summary["failures_by_reason"].items():
@@ -342,8 +337,7 @@ def _write_report(_, output_dir: str, counts: dict, failure_counts: dict,
     summary = summarize(counts, failures.by_reason(failure_counts), labels, notes)
     summary["scan"] = scan.scan_report(tables, scanned)
     summary["plan_files"] = len(written)
-    files.write_bytes(files.join_path(output_dir, SUMMARY_FILE),
-                      json.dumps(summary, indent=2).encode("utf-8"))
+    report.write_part(files.join_path(output_dir, SUMMARY_PART), summary)
 
 
 def build_pipeline(p: beam.Pipeline, config: PlanConfig, output_dir: str) -> None:
@@ -402,7 +396,8 @@ def clear_outputs(output_dir: str) -> None:
     if files.is_remote(output_dir):
         return  # object stores: the next plan overwrites by name; readers check the count
     for path in glob.glob(os.path.join(output_dir, "plan-*-of-*.parquet")) + [
-            os.path.join(output_dir, FAILURES_FILE), os.path.join(output_dir, SUMMARY_FILE)]:
+            os.path.join(output_dir, FAILURES_FILE), os.path.join(output_dir, SUMMARY_FILE),
+            os.path.join(output_dir, SUMMARY_PART)]:
         if os.path.isfile(path):
             os.remove(path)
     files.remove_tree(os.path.join(output_dir, PARTS_DIR))
@@ -433,10 +428,10 @@ def execute(opts, config: PlanConfig, output_dir: str) -> dict:
     clear_outputs(output_dir)
     with beam.Pipeline(options=opts) as p:
         build_pipeline(p, config, output_dir)
-    summary_path = files.join_path(output_dir, SUMMARY_FILE)
-    summary = json.loads(files.read_bytes(summary_path))
+    summary = report.take_part(files.join_path(output_dir, SUMMARY_PART))
     summary["metrics"] = report.metrics_dict(p.result)["counters"]
-    files.write_bytes(summary_path, json.dumps(summary, indent=2).encode("utf-8"))
+    files.write_bytes(files.join_path(output_dir, SUMMARY_FILE),
+                      json.dumps(summary, indent=2).encode("utf-8"))
     return summary
 
 

@@ -14,6 +14,19 @@ from schemas.records import SPLITS
 _LOCAL_FLAGS = ("output_dir", "cache_dir", "export_folders", "overwrite", "config")
 
 
+def write_part(path: str, data: dict) -> None:
+    """What a job's last step knows of its report, for the launcher to finish: the job's
+    counters exist only once it has ended, so the report itself is written once, after."""
+    files.write_bytes(path, json.dumps(data).encode("utf-8"))
+
+
+def take_part(path: str) -> dict:
+    """Read a report part and remove it."""
+    data = json.loads(files.read_bytes(path))
+    files.remove(path)
+    return data
+
+
 def metrics_dict(result) -> dict:
     """Counters as {'namespace/name': value} and timing distributions as
     {'namespace/name': {'count', 'sum', 'mean', 'max'}}, from a finished pipeline."""
@@ -78,17 +91,19 @@ def tool() -> dict:
     return {"name": "open-sandwiches", "version": __version__}
 
 
+def split_table(title: str, counts: dict[str, dict[str, int]]) -> list[str]:
+    """Lines of a per-label table of counts by split and in total (plan's and build's)."""
+    columns = SPLITS + ("total",)
+    width = max([len(label) for label in counts] + [5])
+    head = f"{'label':<{width}}  " + "  ".join(f"{s:>10}" for s in columns)
+    return [title, head, "-" * len(head)] + [
+        f"{label:<{width}}  " + "  ".join(f"{row[s]:>10}" for s in columns)
+        for label, row in counts.items()] + [""]
+
+
 def format_report(report: dict) -> str:
     """The build report as plain-text tables."""
-    labels = list(report["examples"])
-    splits = SPLITS + ("total",)
-    width = max([len(l) for l in labels] + [5])
-    head = f"{'label':<{width}}  " + "  ".join(f"{s:>10}" for s in splits)
-    out = ["examples per class and split", head, "-" * len(head)]
-    for label in labels:
-        out.append(f"{label:<{width}}  " + "  ".join(
-            f"{report['examples'][label][s]:>10}" for s in splits))
-    out.append("")
+    out = split_table("examples per class and split", report["examples"])
     for split, info in report["splits"].items():
         out.append(f"{split}: {info['examples']} examples in {info['shards']} shard(s), "
                    f"{info['bytes'] / 2**20:.1f} MiB")

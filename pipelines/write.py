@@ -71,6 +71,11 @@ class DatasetLayout:
         return files.join_path(self.output_dir, self.name, f".{self.version}.parts")
 
     @property
+    def report_part(self) -> str:
+        """The job's half of build_report.json (pipelines/report.py write_part)."""
+        return files.join_path(self.output_dir, self.name, f".{self.version}.report-part.json")
+
+    @property
     def runs_dir(self) -> str:
         return files.join_path(self.parts_dir, "runs")
 
@@ -370,6 +375,7 @@ def check_destination(layout: DatasetLayout, overwrite: bool) -> None:
                               f"--overwrite to rebuild it, or choose another --dataset_version")
     files.remove_tree(layout.dir)
     files.remove_tree(layout.parts_dir)
+    files.remove(layout.report_part)
 
 
 class _ExportJpeg(beam.DoFn):
