@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="hosts the storm scenario spreads photos over (one of them storms)")
     args = p.parse_args(argv)
     files = photo_catalog(args.photos)
-    from pipelines import rows as table_rows
+    from pipelines import scan_rows as table_rows
     images = table_rows.load_image_rows(files.images_csv)[: args.photos]
 
     def tasks_for_host(bases: list[str]) -> list[ImageTask]:

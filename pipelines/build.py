@@ -24,7 +24,8 @@ import time
 import apache_beam as beam
 import pyarrow.compute as pc
 
-from pipelines import crop, failures, fetch, files, options, plan, progress, report, scan
+from pipelines import (crop, failures, fetch, files, options, plan, progress, report,
+                       scan_stage)
 from pipelines.crop_stage import CropBoxes
 from pipelines.fetch_stage import FetchImages
 from pipelines.ontology import packaged_class_list, packaged_path
@@ -89,7 +90,7 @@ def _finalize(_, layout, labels, shards, failure_slices, attribution, failure_co
               planned_boxes, scanned, tables):
     counts = finalize(layout, labels, list(shards), list(failure_slices), list(attribution),
                       failure_counts, planned_boxes)
-    counts["scan"] = scan.scan_report(tables, scanned)
+    counts["scan"] = scan_stage.scan_report(tables, scanned)
     report.write_part(layout.report_part, counts)
 
 

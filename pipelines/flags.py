@@ -1,6 +1,6 @@
 """Flags from typed config dataclasses, and `--config` files: one way for every command.
 
-A config dataclass (fetch.FetchConfig, crop.CropSpec, rows.BoxFilters, the settings in
+A config dataclass (fetch.FetchConfig, crop.CropSpec, scan_rows.BoxFilters, the settings in
 options.py, model.config.TrainConfig) is a `Group` of flags: one flag per field, named
 like the field unless the group renames it (the one place where `--fetch_timeout_s`
 becomes `read_timeout_s`), typed by its annotation, defaulting to its default, documented

@@ -4,7 +4,7 @@
         --images_csv images.csv --output_dir out/plan
 
 The flag groups are config dataclasses (pipelines/flags.py makes the flags): classes
-(`ClassSettings`), tables (`TableSettings`), filters (`rows.BoxFilters`), splits
+(`ClassSettings`), tables (`TableSettings`), filters (`scan_rows.BoxFilters`), splits
 (`SplitSettings`), and for `build` also download (`fetch.FetchConfig`), crop
 (`crop.CropSpec`) and dataset (`DatasetSettings`). Three fields keep the flag names
 users' scripts and build reports know, renamed here and nowhere else: --fetch_timeout_s,
@@ -21,7 +21,7 @@ import dataclasses
 import functools
 from typing import Any, Iterable
 
-from pipelines import crop, csvscan, fetch, flags, metadata, rows
+from pipelines import crop, fetch, flags, metadata, scan, scan_rows
 from pipelines.flags import Group, UsageError
 from schemas import examples, openimages
 from schemas.records import SPLITS
@@ -79,7 +79,7 @@ class TableSettings:
     split: str = ""
     metadata_base_url: str = metadata.BASE_URL
     metadata_cache: str = ""
-    scan_range_mb: float = csvscan.DEFAULT_RANGE_BYTES >> 20
+    scan_range_mb: float = scan.DEFAULT_RANGE_BYTES >> 20
     output_dir: str | None = None
 
 
@@ -133,7 +133,7 @@ class PlanSettings:
 
     selection: ClassSettings = ClassSettings()
     tables: TableSettings = TableSettings()
-    filters: rows.BoxFilters = rows.BoxFilters()
+    filters: scan_rows.BoxFilters = scan_rows.BoxFilters()
     splits: SplitSettings = SplitSettings()
 
 
@@ -161,12 +161,12 @@ PLAN_GROUPS = {
                               "metadata_base_url": "URL", "metadata_cache": "DIR",
                               "scan_range_mb": "MB"}),
     "filters": Group(
-        "filters", rows.BoxFilters, metavars={"min_box_size": "FRACTION"},
+        "filters", scan_rows.BoxFilters, metavars={"min_box_size": "FRACTION"},
         help={**{f: _MODES.format(f) for f in ("is_occluded", "is_truncated", "is_group_of",
                                              "is_depiction", "is_inside")},
               "min_box_size": "drop boxes whose width or height is below this fraction of "
                               "the photo's"},
-        choices={f: rows.FLAG_MODES for f in ("is_occluded", "is_truncated", "is_group_of",
+        choices={f: scan_rows.FLAG_MODES for f in ("is_occluded", "is_truncated", "is_group_of",
                                               "is_depiction", "is_inside")}),
     "splits": Group("splits and sampling", SplitSettings,
                     choices={"split_source": ("hash", "openimages")},

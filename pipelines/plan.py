@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from pipelines import (batches, csvscan, failures, files, join, keys, metadata, options, report,
-                       rows, scan)
+from pipelines import (batches, failures, files, join, keys, metadata, options, report, scan,
+                       scan_rows, scan_stage)
 from pipelines.ontology import LabelSet, Ontology, build_label_set
 from pipelines.failures import FAILED
 from schemas import openimages
@@ -59,9 +59,9 @@ class PlanConfig:
     """Everything the plan stage needs, checked while the pipeline is being built."""
 
     label_set: LabelSet
-    box_tables: tuple[csvscan.TableFile, ...]
-    image_tables: tuple[csvscan.TableFile, ...]
-    filters: rows.BoxFilters
+    box_tables: tuple[scan.TableFile, ...]
+    image_tables: tuple[scan.TableFile, ...]
+    filters: scan_rows.BoxFilters
     range_bytes: int
     seed: int
     split_source: str
@@ -108,8 +108,8 @@ class PlanConfig:
             raise ValueError("--scan_range_mb must be positive")
         config = cls(
             label_set=label_set,
-            box_tables=tuple(csvscan.open_table(p, openimages.BOXES) for p in bbox_csv),
-            image_tables=tuple(csvscan.open_table(p, openimages.IMAGES) for p in images_csv),
+            box_tables=tuple(scan.open_table(p, openimages.BOXES) for p in bbox_csv),
+            image_tables=tuple(scan.open_table(p, openimages.IMAGES) for p in images_csv),
             filters=settings.filters, range_bytes=max(1, int(t.scan_range_mb * 2**20)),
             seed=s.seed, split_source=s.split_source,
             fractions=join.check_fractions(s.split_fractions), max_per_class=s.max_per_class)
@@ -135,8 +135,8 @@ class _JoinBuckets(beam.DoFn):
         groups = collections.defaultdict(list)
         for tag, where in tagged:
             groups[tag].append(where)
-        plan, failures = join.join_bucket(batches.load(groups[scan.BOXES]),
-                                          batches.load(groups[scan.IMAGES]), self._spec)
+        plan, failures = join.join_bucket(batches.load(groups[scan_stage.BOXES]),
+                                          batches.load(groups[scan_stage.IMAGES]), self._spec)
         if self._n:
             candidates = join.limit_candidates(plan, self._n)
             plan, over = join.apply_limit(plan, join.thresholds(candidates, self._n),
@@ -194,7 +194,7 @@ class PlanImages(beam.PTransform):
     Returns:
       (PCollection of (bucket, PLAN_BATCH) with exactly one element per bucket,
        PCollection of FAILURE_SCHEMA batches,
-       PCollection of (table path, scan.TableScan), one per table).
+       PCollection of (table path, scan_stage.TableScan), one per table).
     """
 
     def __init__(self, config: PlanConfig, scratch: str):
@@ -204,13 +204,13 @@ class PlanImages(beam.PTransform):
     def expand(self, pbegin):
         c, scratch = self._config, self._scratch
         n = c.num_buckets
-        box = pbegin | "ScanBoxes" >> scan.ScanBoxes(
+        box = pbegin | "ScanBoxes" >> scan_stage.ScanBoxes(
             c.box_tables, c.label_set.mid_to_index, c.filters, c.range_bytes, n, scratch)
-        images = pbegin | "ScanImages" >> scan.ScanImages(
-            c.image_tables, beam.pvalue.AsSingleton(box[scan.IMAGE_IDS]), c.range_bytes, n,
+        images = pbegin | "ScanImages" >> scan_stage.ScanImages(
+            c.image_tables, beam.pvalue.AsSingleton(box[scan_stage.IMAGE_IDS]), c.range_bytes, n,
             scratch)
         every = pbegin | "EveryBucket" >> beam.Create([(b, (None, None)) for b in range(n)])
-        joined = ((box[scan.BOXES], images[scan.IMAGES], every)
+        joined = ((box[scan_stage.BOXES], images[scan_stage.IMAGES], every)
                   | "Bucketed" >> beam.Flatten()
                   | "GroupBuckets" >> beam.GroupByKey()
                   | "JoinBuckets" >> beam.ParDo(_JoinBuckets(c.join_spec, c.max_per_class,
@@ -223,7 +223,7 @@ class PlanImages(beam.PTransform):
             plan = plan | "LimitPerClass" >> beam.ParDo(_ApplyLimit(),
                                                         beam.pvalue.AsSingleton(limits))
         failures = (box[FAILED], joined[FAILED]) | "PlanFailures" >> beam.Flatten()
-        scanned = ((box[scan.SCANNED], images[scan.SCANNED])
+        scanned = ((box[scan_stage.SCANNED], images[scan_stage.SCANNED])
                    | "Scanned" >> beam.Flatten()
                    | "PerTable" >> beam.CombinePerKey(_SumScans()))
         return plan, failures, scanned
@@ -231,13 +231,13 @@ class PlanImages(beam.PTransform):
 
 class _SumScans(beam.CombineFn):
     def create_accumulator(self):
-        return scan.TableScan()
+        return scan_stage.TableScan()
 
     def add_input(self, acc, value):
         return acc.add(value)
 
     def merge_accumulators(self, accs):
-        total = scan.TableScan()
+        total = scan_stage.TableScan()
         for acc in accs:
             total = total.add(acc)
         return total
@@ -304,7 +304,8 @@ def format_summary(summary: dict) -> str:
         out += report.split_table(f"{what} per class and split",
                                   {label: summary[what][label] for label in summary["labels"]})
     t = summary["totals"]
-    out.append(f"total: {t['boxes']} boxes on {t['images']} images; {t['failures']} failure records")
+    out.append(f"total: {t['boxes']} boxes on {t['images']} images; "
+               f"{t['failures']} failure records")
     for reason, n in summary["failures_by_reason"].items():
         out.append(f"  {reason}: {n}")
     for path, s in summary.get("scan", {}).items():
@@ -335,7 +336,7 @@ def _write_report(_, output_dir: str, counts: dict, failure_counts: dict,
     failures.merge_failures(failure_slices, files.join_path(output_dir, FAILURES_FILE))
     files.remove_tree(files.join_path(output_dir, PARTS_DIR))
     summary = summarize(counts, failures.by_reason(failure_counts), labels, notes)
-    summary["scan"] = scan.scan_report(tables, scanned)
+    summary["scan"] = scan_stage.scan_report(tables, scanned)
     summary["plan_files"] = len(written)
     report.write_part(files.join_path(output_dir, SUMMARY_PART), summary)
 

@@ -1,258 +1,470 @@
-"""Beam stages that scan the box and image tables in byte ranges, into buckets of photos.
+"""Reading big Open Images CSVs in byte ranges with pyarrow: the pure core of the scan stage
+(pipelines/scan_stage.py runs it in Beam; scan_rows.py turns its rows into batches).
 
-`ScanBoxes` keeps the rows of the selected classes; `ScanImages` keeps the image rows of
-the photos those boxes are on (the image table has no label column). Both hand on Arrow
-batches keyed by a hash bucket of ImageID, so a photo's boxes and image row meet in one
-bucket of the join; the batches wait in scratch files (pipelines/batches.py) and only
-their addresses go through the shuffle. The photos the box scan found reach the image scan as one value: a
-sorted uint64 array of their ImageIDs (pipelines/keys.py), 14 MB for all 1.74M photos.
+Why byte ranges: the box table is 14.6M rows (1.2-2.3 GB). A range is the unit of
+parallelism (Dataflow and Flink spread ranges over workers), and each range is parsed by
+pyarrow's C++ CSV reader and filtered vectorised, so rows never become Python objects.
 
-Every range also reports what it read (`TableScan`): rows read = kept + filtered + failed,
-and bytes covered. The plan's report adds them up per table, so a range that swallowed
-rows, or bytes no range owned, is visible. The pure work lives in `csvscan` and `rows`.
+A range [start, end) owns every record that *starts* inside it; both neighbours of a
+boundary apply the same rule, so every byte belongs to exactly one range, whatever the
+range size (`TableScan.bytes_covered` adds up to the file, and the scan report checks it):
+
+- Box tables have no quoted fields in any Open Images version, so a record is a line and
+  quoting is switched off: a stray quote (`"xclick`) is just a character, and a bad line
+  costs only itself (one `bad_row`).
+- Image tables quote titles and authors, which may hold newlines. A newline ends a record
+  exactly when the quotes before it are balanced (RFC 4180; an escaped quote is two
+  quotes). So a first pass counts each range's quotes, and a range's start parity is the
+  sum of the counts before it: a line inside a quoted title that looks like a row
+  (`\\n0123456789abcdef,...`) is never taken for one, at any range size. If no balanced
+  newline follows a boundary within 1 MiB (an unbalanced quote in a broken file), the next
+  line start is used, so one range can never swallow a file.
+
+Inside an image range, the records' ImageIDs are read with numpy before any CSV parsing,
+and only the records of wanted photos are parsed: a plan for a few classes parses a few
+percent of the image table. Values that do not convert (a "abc" coordinate, an Is* flag
+past 64 bits) never raise: the range is parsed again as text and only the bad rows become
+`BadRow`s.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Iterable, Mapping
+import re
+from typing import BinaryIO
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
-from pipelines import batches, csvscan, files, keys, rows
-from pipelines.failures import FAILED
-from schemas import failures
-from schemas.records import FAILURE_SCHEMA, STAGE_SCAN_BOXES
+from pipelines import files, keys
+from schemas import openimages
 
-BAD_ROW = failures.declared(STAGE_SCAN_BOXES, "bad_row")
-IMAGE_IDS = "image_ids"
-SCANNED = "scanned"
-BOXES, IMAGES = "boxes", "images"
+_PROBE = 1 << 16
+# If no record starts within this many bytes of a boundary (an unbalanced quote), fall back
+# to the next plain line start, so one range can never swallow a whole file.
+_RESYNC_LIMIT = 1 << 20
+DEFAULT_RANGE_BYTES = 64 << 20
+_QUOTED = re.compile(r'^"(.*)"$', re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True)
-class TableScan:
-    """What the ranges of one table read (summed by `add`)."""
+class TableFile:
+    """A CSV table checked at pipeline-construction time.
 
-    ranges: int = 0
-    bytes_covered: int = 0
-    rows_read: int = 0
-    rows_kept: int = 0
-    rows_filtered: int = 0
-    rows_failed: int = 0
-
-    def add(self, other: "TableScan") -> "TableScan":
-        return TableScan(*(a + b for a, b in zip(dataclasses.astuple(self),
-                                                   dataclasses.astuple(other))))
-
-
-def scan_report(tables: Iterable[csvscan.TableFile], scans: Mapping[str, TableScan]) -> dict:
-    """Per table: what its ranges read, and whether it adds up (every data byte owned by
-    one range; every row read kept, filtered or failed)."""
-    out = {}
-    for t in tables:
-        s = scans.get(t.path, TableScan())
-        data_bytes = t.size - t.header_end
-        out[t.path] = {**dataclasses.asdict(s), "data_bytes": data_bytes,
-                       "complete": (s.bytes_covered == data_bytes and s.rows_read ==
-                                    s.rows_kept + s.rows_filtered + s.rows_failed)}
-    return out
-
-
-def _bad_row_failures(stage: str, bad: list[csvscan.BadRow]) -> pa.Table:
-    return pa.Table.from_pylist([{
-        "stage": stage, "image_id": "", "box_index": -1, "url": "", "reason": BAD_ROW,
-        "detail": f"{b.path} (record at byte {b.offset}): {b.reason}: {b.text!r}", "mid": ""}
-        for b in bad], schema=FAILURE_SCHEMA)
-
-
-def _ranges(tables: Iterable[csvscan.TableFile], range_bytes: int) -> list[csvscan.ByteRange]:
-    return [r for t in tables for r in csvscan.split_ranges(t, range_bytes)]
-
-
-def by_bucket(batch: pa.Table, num_buckets: int):
-    """(bucket, rows of that bucket) for every bucket the batch has rows in."""
-    if batch.num_rows == 0:
-        return
-    bucket = keys.bucket_of(batch["image_id"].to_numpy(), num_buckets)
-    order = np.argsort(bucket, kind="stable")
-    batch, bucket = batch.take(pa.array(order)), bucket[order]
-    edges = np.flatnonzero(np.diff(bucket)) + 1
-    for start, end in zip(np.concatenate([[0], edges]), np.concatenate([edges, [len(bucket)]])):
-        yield int(bucket[start]), batch.slice(int(start), int(end - start))
-
-
-def _spilled(scratch: str, batch: pa.Table, num_buckets: int, tag: str):
-    """A range's batch, bucketed and spilled: (bucket, (tag, RunSlice)) per bucket."""
-    for bucket, s in batches.spill(scratch, by_bucket(batch, num_buckets)):
-        yield bucket, (tag, s)
-
-
-class _ReadBoxRanges(beam.DoFn):
-    """Byte range of a box table -> (bucket, boxes) for the selected MIDs; failures, the
-    range's ImageIDs and its scan counts tagged."""
-
-    def __init__(self, mid_to_index: Mapping[str, int], filters: rows.BoxFilters,
-                 num_buckets: int, scratch: str):
-        self._mid_to_index = dict(mid_to_index)
-        self._filters, self._buckets, self._scratch = filters, num_buckets, scratch
-        self._rows_scanned = Metrics.counter("scan_boxes", "rows_scanned")
-        self._rows_matched = Metrics.counter("scan_boxes", "rows_of_selected_classes")
-        self._boxes_out = Metrics.counter("scan_boxes", "boxes_selected")
-        self._failed = Metrics.counter("scan_boxes", "failures")
-        self._filtered = {r: Metrics.counter("scan_boxes", r) for r in rows.FILTER_REASONS}
-        self._busy_ms = Metrics.distribution("timing", "scan_boxes_ms")
-
-    def setup(self):
-        self._mids = tuple(sorted(self._mid_to_index))
-        self._keys = pa.array(self._mids, pa.string())
-
-    def process(self, rng: csvscan.ByteRange):
-        start = time.perf_counter()
-        with files.open_binary(rng.table.path) as f:
-            offset, data = csvscan.read_range(f, rng)
-        table, bad, n = csvscan.parse_and_filter(data, rng.table, offset, rows.BOX_COLUMNS,
-                                                 "LabelName", self._keys)
-        boxes, failures, dropped = rows.box_batch(table, self._mids, self._mid_to_index,
-                                                  self._filters)
-        failures = pa.concat_tables([failures, _bad_row_failures(STAGE_SCAN_BOXES, bad)])
-        self._rows_scanned.inc(n)
-        self._rows_matched.inc(table.num_rows)
-        for reason, count in dropped.items():
-            self._filtered[reason].inc(count)
-        self._boxes_out.inc(boxes.num_rows)
-        self._failed.inc(failures.num_rows)
-        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
-        yield from _spilled(self._scratch, boxes, self._buckets, BOXES)
-        if failures.num_rows:
-            yield beam.pvalue.TaggedOutput(FAILED, failures)
-        yield beam.pvalue.TaggedOutput(IMAGE_IDS, _unique(boxes["image_id"].to_numpy()))
-        failed = failures.num_rows
-        yield beam.pvalue.TaggedOutput(SCANNED, (rng.table.path, TableScan(
-            1, len(data), n, boxes.num_rows, n - boxes.num_rows - failed, failed)))
-
-
-def _unique(ids: np.ndarray) -> np.ndarray:
-    ids = np.sort(ids)
-    return ids[np.concatenate([[True], ids[1:] != ids[:-1]])] if len(ids) else ids
-
-
-class UnionOfIds(beam.CombineFn):
-    """Sorted unique uint64 ImageIDs of many ranges, as one array."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, ids):
-        acc.append(ids)
-        if len(acc) > 64:
-            acc[:] = [_unique(np.concatenate(acc))]
-        return acc
-
-    def merge_accumulators(self, accs):
-        return [a for acc in accs for a in acc]
-
-    def extract_output(self, acc):
-        return _unique(np.concatenate(acc)) if acc else np.zeros(0, np.uint64)
-
-
-class ScanBoxes(beam.PTransform):
-    """Scan box tables in byte ranges and keep the selected classes' valid boxes.
-
-    Args:
-      tables: box tables, checked by csvscan.open_table.
-      mid_to_index: selected MID -> label index (the LabelSet).
-      filters: the user's Is* and size filters.
-      range_bytes: size of a range, the unit of parallelism.
-      num_buckets: how many buckets of photos the join works in.
-      scratch: a folder for the batches on their way to the join (pipelines/batches.py).
-
-    Returns:
-      a dict of PCollections: BOXES (bucket, (BOXES, RunSlice of BOX_BATCHes)), FAILED (FAILURE_SCHEMA
-      batches), IMAGE_IDS (one sorted uint64 array of every photo found), SCANNED (table
-      path, TableScan).
+    Attributes:
+      path: local path or any Beam filesystem URL.
+      size: bytes.
+      header_end: offset of the first data row (just after the header line).
+      variant: the layout's name (schemas.openimages.TableVariant.name).
     """
 
-    def __init__(self, tables, mid_to_index, filters, range_bytes, num_buckets, scratch):
-        super().__init__()
-        self._ranges = _ranges(tables, range_bytes)
-        self._dofn = _ReadBoxRanges(mid_to_index, filters, num_buckets, scratch)
+    path: str
+    size: int
+    header_end: int
+    variant: str
 
-    def expand(self, pbegin):
-        results = (pbegin
-                   | "ListRanges" >> beam.Create(self._ranges)
-                   | "SpreadRanges" >> beam.Reshuffle()
-                   | "ReadRanges" >> beam.ParDo(self._dofn).with_outputs(
-                       FAILED, IMAGE_IDS, SCANNED, main=BOXES))
-        ids = results[IMAGE_IDS] | "AllImageIds" >> beam.CombineGlobally(UnionOfIds())
-        return {BOXES: results[BOXES], FAILED: results[FAILED], IMAGE_IDS: ids,
-                SCANNED: results[SCANNED]}
+    @property
+    def layout(self) -> openimages.TableVariant:
+        return openimages.variant_by_name(self.variant)
 
-
-class _CountQuotes(beam.DoFn):
-    """The first pass over an image table: each range's quotes (for record boundaries)."""
-
-    def process(self, rng: csvscan.ByteRange):
-        with files.open_binary(rng.table.path) as f:
-            yield (rng.table.path, rng.index), csvscan.quote_count(f, rng)
+    @property
+    def quoted(self) -> bool:
+        """Whether fields may be quoted (image tables); box tables never are."""
+        return self.layout.kind != openimages.BOXES
 
 
-class _ReadImageRanges(beam.DoFn):
-    """Byte range of an image table -> (bucket, image rows) of the wanted photos."""
+@dataclasses.dataclass(frozen=True)
+class ByteRange:
+    """Bytes [start, end) of a table; `index` is its place among the table's ranges."""
 
-    def __init__(self, num_buckets: int, scratch: str):
-        self._buckets, self._scratch = num_buckets, scratch
-        self._rows_scanned = Metrics.counter("scan_images", "rows_scanned")
-        self._rows_out = Metrics.counter("scan_images", "images_matched")
-        self._failed = Metrics.counter("scan_images", "failures")
-        self._busy_ms = Metrics.distribution("timing", "scan_images_ms")
-
-    def process(self, rng: csvscan.ByteRange, wanted: np.ndarray, quotes: dict):
-        start = time.perf_counter()
-        before = sum(quotes[(rng.table.path, i)] for i in range(rng.index))
-        own = quotes[(rng.table.path, rng.index)]
-        with files.open_binary(rng.table.path) as f:
-            offset, data = csvscan.read_range(f, rng, before % 2, (before + own) % 2)
-        parsed, n = csvscan.parse_images(data, rng.table, offset, wanted)
-        images = rows.image_batch(parsed)
-        failed = int(np.count_nonzero(images["problem"].to_numpy(zero_copy_only=False) != ""))
-        self._rows_scanned.inc(n)
-        self._rows_out.inc(images.num_rows)
-        self._failed.inc(failed)
-        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
-        yield from _spilled(self._scratch, images, self._buckets, IMAGES)
-        yield beam.pvalue.TaggedOutput(SCANNED, (rng.table.path, TableScan(
-            1, len(data), n, images.num_rows - failed, n - images.num_rows, failed)))
+    table: TableFile
+    start: int
+    end: int
+    index: int = 0
 
 
-class ScanImages(beam.PTransform):
-    """Scan image tables in byte ranges and keep the rows of the wanted photos.
+@dataclasses.dataclass(frozen=True)
+class BadRow:
+    """A record that could not be parsed: where it was and why."""
+
+    path: str
+    offset: int
+    text: str
+    reason: str
+    image_id: str = ""  # when the record starts with a valid ImageID
+
+
+def open_table(path: str, kind: str) -> TableFile:
+    """Check a table exists and has a known header; fail with a clear message otherwise.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      schemas.openimages.TableFormatError: the header matches no known layout of `kind`.
+    """
+    size = files.file_size(path)
+    if path.endswith((".gz", ".bz2", ".zip", ".zst", ".xz")):
+        raise openimages.TableFormatError(
+            f"{path}: compressed tables cannot be scanned in byte ranges; decompress it first")
+    with files.open_binary(path) as f:
+        head = f.read(min(size, _PROBE))
+    newline = head.find(b"\n")
+    if newline < 0 and len(head) < size:
+        raise openimages.TableFormatError(f"{path}: no line break in the first {_PROBE} bytes")
+    first_line = head if newline < 0 else head[:newline]
+    variant = openimages.detect_variant(kind, first_line, path)
+    header_end = (size if newline < 0 else newline + 1) if variant.has_header else 0
+    return TableFile(path, size, header_end, variant.name)
+
+
+def split_ranges(table: TableFile, range_bytes: int = DEFAULT_RANGE_BYTES) -> list[ByteRange]:
+    """Cut a table's data bytes into ranges of about `range_bytes` (not yet aligned)."""
+    if range_bytes <= 0:
+        raise ValueError("range_bytes must be positive")
+    starts = range(table.header_end, table.size, range_bytes)
+    return [ByteRange(table, s, min(s + range_bytes, table.size), i)
+            for i, s in enumerate(starts)]
+
+
+def quote_count(f: BinaryIO, rng: ByteRange) -> int:
+    """Quotes in the range's raw bytes: the first pass of an image table's scan."""
+    f.seek(rng.start)
+    count, left = 0, rng.end - rng.start
+    while left > 0:
+        block = f.read(min(left, 8 << 20))
+        if not block:
+            break
+        count += block.count(b'"')
+        left -= len(block)
+    return count
+
+
+def record_start(f: BinaryIO, pos: int, table: TableFile, parity: int = 0) -> int:
+    """The first record start at or after `pos` (table.size if none).
 
     Args:
-      tables: image tables, checked by csvscan.open_table.
-      wanted: a side input (AsSingleton) of the sorted uint64 ImageIDs to keep.
-      range_bytes: size of a range.
-      num_buckets, scratch: as for ScanBoxes.
+      parity: for quoted tables, the number of quotes in [header_end, pos), modulo 2.
+    """
+    if pos <= table.header_end:
+        return table.header_end
+    if pos >= table.size:
+        return table.size
+    # A record starts at p when the byte before it is a newline outside quotes: search from
+    # pos - 1 (window[0]); quotes are counted from pos (window[1]) on, as `parity` covers
+    # everything before pos.
+    f.seek(pos - 1)
+    limit = min(_RESYNC_LIMIT, table.size - pos + 1)
+    window = f.read(min(_PROBE, limit))
+    at, quotes = 0, parity
+    while True:
+        newline = window.find(b"\n", at)
+        if newline < 0 and len(window) < limit:  # read on, up to the resync limit
+            window += f.read(min(len(window), limit - len(window)))
+            continue
+        if newline < 0:
+            break
+        if table.quoted:
+            quotes += window.count(b'"', max(at, 1), newline)
+        if not quotes % 2:
+            return min(pos + newline, table.size)
+        at = newline + 1
+    if len(window) < _RESYNC_LIMIT:  # reached the end of the file inside quotes
+        return table.size
+    newline = window.find(b"\n")  # resync: the next plain line start
+    return table.size if newline < 0 else min(pos + newline, table.size)
+
+
+def read_range(f: BinaryIO, rng: ByteRange, start_parity: int = 0,
+               end_parity: int = 0) -> tuple[int, bytes]:
+    """The bytes of the records a range owns, and the offset where they begin.
+
+    Args:
+      start_parity, end_parity: quotes before rng.start and rng.end, modulo 2 (quoted
+        tables only; from `quote_count` over the earlier ranges).
+    """
+    table = rng.table
+    start = record_start(f, rng.start, table, start_parity)
+    end = record_start(f, rng.end, table, end_parity) if rng.end < table.size else table.size
+    if end <= start:
+        return start, b""
+    f.seek(start)
+    return start, f.read(end - start)
+
+
+def record_starts(data: bytes, quoted: bool) -> np.ndarray:
+    """Offsets of the records in an aligned chunk (which starts a record): after every
+    newline outside quotes. Empty lines are not records."""
+    buf = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    if quoted:
+        quotes = np.flatnonzero(buf == 34)
+        newlines = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(data)]])
+    lengths = ends - starts
+    blank = (lengths == 0) | ((lengths == 1) & (buf[np.minimum(starts, len(data) - 1)] == 13))
+    return starts[(starts < len(data)) & ~blank]
+
+
+def _csv_options(layout: openimages.TableVariant, columns: tuple[str, ...],
+                 types: dict[str, pa.DataType], handler) -> tuple:
+    read = pacsv.ReadOptions(column_names=list(layout.columns), block_size=8 << 20)
+    quoted = layout.kind != openimages.BOXES
+    parse = pacsv.ParseOptions(quote_char='"' if quoted else False, newlines_in_values=quoted,
+                               invalid_row_handler=handler)
+    convert = pacsv.ConvertOptions(column_types=types, include_columns=list(columns),
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    return read, parse, convert
+
+
+def _read_csv(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...],
+              types: dict[str, pa.DataType], bad: list[BadRow]) -> pa.Table:
+    def on_invalid(row) -> str:
+        text = row.text or ""
+        bad.append(BadRow(table.path, offset, text[:500],
+                          f"expected {row.expected_columns} columns, found {row.actual_columns}",
+                          _leading_image_id(text)))
+        return "skip"
+
+    return pacsv.read_csv(pa.BufferReader(data), *_csv_options(table.layout, columns, types,
+                                                                on_invalid))
+
+
+def _leading_image_id(text: str) -> str:
+    head = text[:18].lstrip('"')[:16]
+    _, valid = keys.image_ids_to_u64(pa.array([head]))
+    return head if valid[0] else ""
+
+
+def parse_and_filter(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...],
+                     key_column: str, keys_: pa.Array) -> tuple[pa.Table, list[BadRow], int]:
+    """Parse a chunk of records and keep those whose `key_column` is in `keys_`.
+
+    Fast path: one typed pyarrow read and a vectorised `is_in` filter. If a value does not
+    convert (an "abc" coordinate, an integer past 64 bits), the chunk is read again as
+    text, the key filter applied, and each column converted with only its bad values
+    failing their rows (`BadRow`s).
 
     Returns:
-      a dict: IMAGES (bucket, (IMAGES, RunSlice of IMAGE_BATCHes)), SCANNED (table path,
-      TableScan).
+      (typed table with `columns`, rows that could not be parsed, rows read in all).
     """
+    types = table.layout.arrow_types(columns)
+    schema = pa.schema([(c, types[c]) for c in columns])
+    bad: list[BadRow] = []
+    if not data:
+        return schema.empty_table(), bad, 0
+    keys_ = _with_quoted(keys_, table)
+    try:
+        parsed = _read_csv(data, table, offset, columns, types, bad)
+        kept = _unquote(parsed.filter(pc.is_in(parsed[key_column], value_set=keys_)), table)
+        return kept, bad, parsed.num_rows + len(bad)
+    except pa.ArrowInvalid:
+        bad.clear()  # the text read below sees the same invalid rows again
+    text = _read_csv(data, table, offset, columns, {c: pa.string() for c in columns}, bad)
+    read = text.num_rows + len(bad)
+    text = _unquote(text.filter(pc.is_in(text[key_column], value_set=keys_)), table)
+    good, more_bad = convert_text(text, types, table.path, offset)
+    return good.select(list(columns)), bad + more_bad, read
 
-    def __init__(self, tables, wanted, range_bytes, num_buckets, scratch):
-        super().__init__()
-        self._ranges = _ranges(tables, range_bytes)
-        self._wanted, self._buckets, self._scratch = wanted, num_buckets, scratch
 
-    def expand(self, pbegin):
-        ranges = (pbegin
-                  | "ListRanges" >> beam.Create(self._ranges)
-                  | "SpreadRanges" >> beam.Reshuffle())
-        quotes = ranges | "CountQuotes" >> beam.ParDo(_CountQuotes())
-        results = ranges | "ReadRanges" >> beam.ParDo(
-            _ReadImageRanges(self._buckets, self._scratch), self._wanted,
-            beam.pvalue.AsDict(quotes)).with_outputs(SCANNED, main=IMAGES)
-        return {IMAGES: results[IMAGES], SCANNED: results[SCANNED]}
+def _with_quoted(keys_: pa.Array, table: TableFile) -> pa.Array:
+    """Box tables are read with quoting off; a fully quoted value ("/m/0cdn1") means what
+    it says (pandas and spreadsheets sometimes quote every field), so match it too."""
+    if table.quoted:
+        return keys_
+    return pa.concat_arrays([keys_, pc.binary_join_element_wise('"', keys_, '"', "")])
+
+
+def _unquote(t: pa.Table, table: TableFile) -> pa.Table:
+    """Strip the quotes of fully quoted text values of a box table (rows already filtered)."""
+    if table.quoted:
+        return t
+    for i, field in enumerate(t.schema):
+        if pa.types.is_string(field.type) and pc.any(pc.starts_with(t[i], '"')).as_py():
+            t = t.set_column(i, field.name,
+                             pc.replace_substring_regex(t[i], _QUOTED.pattern, r"\1"))
+    return t
+
+
+def convert_text(text: pa.Table, types: dict[str, pa.DataType], path: str,
+                 offset: int) -> tuple[pa.Table, list[BadRow]]:
+    """Convert text columns to `types`; rows with a value that does not convert (or does
+    not fit the type) become BadRows, the others convert vectorised."""
+    ok = np.ones(text.num_rows, bool)
+    why = [""] * text.num_rows
+    for name, arrow_type in types.items():
+        if name not in text.column_names or pa.types.is_string(arrow_type):
+            continue
+        try:
+            _cast(text[name], arrow_type)
+            continue  # the whole column converts
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        for i, value in enumerate(text[name].to_pylist()):
+            problem = _value_problem(value, arrow_type)
+            if problem and ok[i]:
+                ok[i], why[i] = False, f"{name}: {problem}"
+    bad = [BadRow(path, offset, ",".join(str(v) for v in row.values())[:500], why[i],
+                  _leading_image_id(str(row.get("ImageID", ""))))
+           for i, row in enumerate(text.to_pylist()) if not ok[i]]
+    good = text.filter(pa.array(ok))
+    columns = [_cast(good[name], types[name]) if name in types else good[name]
+               for name in good.column_names]
+    return pa.table(columns, names=good.column_names), bad
+
+
+def _cast(col: pa.ChunkedArray, arrow_type: pa.DataType) -> pa.ChunkedArray:
+    """Text to `arrow_type` as the CSV reader converts it ("" is null for numbers)."""
+    if pa.types.is_string(arrow_type):
+        return col
+    return pc.cast(pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col), arrow_type)
+
+
+def _value_problem(value: str, arrow_type: pa.DataType) -> str:
+    """Why one CSV text value does not convert to `arrow_type`, or ''."""
+    if value == "":
+        return ""
+    if pa.types.is_integer(arrow_type):
+        try:
+            number = int(value)
+        except ValueError:
+            return f"not an integer: {value!r}"
+        bits = arrow_type.bit_width
+        if not -(1 << (bits - 1)) <= number < (1 << (bits - 1)):
+            return f"{value!r} does not fit in {bits} bits"
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return f"not a number: {value!r}"
+    return ""
+
+
+def parse_images(data: bytes, table: TableFile, offset: int,
+                 wanted: np.ndarray) -> tuple[pa.Table, int]:
+    """The image rows of wanted photos in an aligned chunk of an image table.
+
+    Each record's ImageID is read before any CSV parsing (its first 16 characters, quoted
+    or not); only the records of `wanted` photos (a sorted uint64 array) are parsed. A
+    wanted row never vanishes: a size or Rotation that does not convert becomes null, and
+    a record with the wrong number of fields becomes a row with only its ImageID; in both
+    the row's `problem` says why, so the photo's boxes fail as `bad_image_row` with that
+    reason.
+
+    Returns:
+      (the table's columns plus `problem`, records read in all).
+    """
+    layout = table.layout
+    types = layout.arrow_types()
+    schema = pa.schema([(c, types[c]) for c in layout.columns] + [("problem", pa.string())])
+    if not data:
+        return schema.empty_table(), 0
+    starts = record_starts(data, quoted=True)
+    keep = _wanted_records(data, starts, wanted)
+    if not keep.any():
+        return schema.empty_table(), len(starts)
+    ends = np.append(starts[1:], len(data))[keep]
+    starts = starts[keep]
+    records = [data[s:e] for s, e in zip(starts, ends)]
+    chunk = data if len(records) == len(keep) else b"".join(records)
+    if not chunk.endswith(b"\n"):
+        chunk += b"\n"
+    parsed = _parse_image_records(chunk, table, offset, schema)
+    if parsed is None or parsed.num_rows != len(records):
+        # pyarrow split the records differently from the quote count (a quote inside an
+        # unquoted field): parse them one by one, so a broken record costs only itself.
+        parts = [_parse_image_records(r if r.endswith(b"\n") else r + b"\n", table,
+                                      offset + int(s), schema) for r, s in zip(records, starts)]
+        parsed = pa.concat_tables([
+            part if part is not None and part.num_rows == 1
+            else _unparsed_row(r, "the record does not parse as one row", schema)
+            for part, r in zip(parts, records)])
+    return parsed, int(len(keep))
+
+
+def _parse_image_records(chunk: bytes, table: TableFile, offset: int,
+                         schema: pa.Schema) -> pa.Table | None:
+    """Parse records of wanted photos: typed, else as text with soft conversion. Records
+    with the wrong field count become ImageID-only rows with a problem; None if pyarrow
+    cannot parse the chunk at all."""
+    layout = table.layout
+    types = layout.arrow_types()
+    bad: list[BadRow] = []
+    try:
+        try:
+            parsed = _read_csv(chunk, table, offset, layout.columns, types, bad)
+            parsed = parsed.append_column("problem", pa.array([""] * parsed.num_rows,
+                                                              pa.string()))
+        except pa.ArrowInvalid:
+            bad.clear()
+            text = _read_csv(chunk, table, offset, layout.columns,
+                             {c: pa.string() for c in layout.columns}, bad)
+            parsed = _soft_convert(text, {c: t for c, t in types.items()
+                                          if not pa.types.is_string(t)})
+    except pa.ArrowInvalid:
+        return None
+    extra = [_unparsed_row(b.text.encode("utf-8", "replace"), b.reason, schema) for b in bad]
+    return pa.concat_tables([parsed.cast(schema)] + extra)
+
+
+def _unparsed_row(record: bytes, reason: str, schema: pa.Schema) -> pa.Table:
+    """A row that keeps only a broken record's ImageID, and why."""
+    row = {f.name: ("" if pa.types.is_string(f.type) else None) for f in schema}
+    row["ImageID"] = _leading_image_id(record[:18].decode("ascii", "replace"))
+    row["problem"] = f"the image-table row does not parse: {reason}"
+    return pa.Table.from_pylist([row], schema=schema)
+
+
+def _wanted_records(data: bytes, starts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Which records begin with the ImageID of a wanted photo."""
+    buf = np.frombuffer(data, np.uint8)
+    first = starts + (buf[starts] == 34)  # a quoted ImageID
+    block = buf[np.minimum(first[:, None] + np.arange(17), len(buf) - 1)]
+    after = block[:, 16]
+    ends_id = ((after == 44) | (after == 34)) & (first + 16 < len(buf))
+    values, valid = keys.hex_block_to_u64(block[:, :16])
+    found = np.minimum(np.searchsorted(wanted, values), max(len(wanted) - 1, 0))
+    hit = (wanted[found] == values) if len(wanted) else np.zeros(len(values), bool)
+    return hit & valid & ends_id
+
+
+def _soft_convert(text: pa.Table, soft: dict[str, pa.DataType]) -> pa.Table:
+    """Convert an image table's number columns; a value that does not convert becomes null
+    and the row's `problem` names it."""
+    problems = [""] * text.num_rows
+    for name, arrow_type in soft.items():
+        values = text[name].to_pylist()
+        for i, value in enumerate(values):
+            problem = _value_problem(value, arrow_type)
+            if problem:
+                values[i] = ""
+                problems[i] = problems[i] or f"{name} {problem}"
+        column = _cast(pa.chunked_array([pa.array(values, pa.string())]), arrow_type)
+        text = text.set_column(text.column_names.index(name), name, column)
+    return text.append_column("problem", pa.array(problems, pa.string()))
+
+
+def aligned_ranges(f: BinaryIO, table: TableFile, range_bytes: int = DEFAULT_RANGE_BYTES):
+    """Every range of a table with the bytes it owns, in one process: (range, offset,
+    data). Both passes of the scan (quote counts, then records) run here in sequence; the
+    Beam stages run them in parallel. For tests and tools on local tables."""
+    ranges = split_ranges(table, range_bytes)
+    counts = [quote_count(f, r) if table.quoted else 0 for r in ranges]
+    before = 0
+    for rng, count in zip(ranges, counts):
+        offset, data = read_range(f, rng, before % 2, (before + count) % 2)
+        before += count
+        yield rng, offset, data
+
+
+def all_image_ids(data: bytes) -> np.ndarray:
+    """Every valid ImageID at a record start of an image-table chunk, sorted: the filter
+    that keeps every row."""
+    starts = record_starts(data, quoted=True)
+    if not len(starts):
+        return np.zeros(0, np.uint64)
+    buf = np.frombuffer(data, np.uint8)
+    first = starts + (buf[starts] == 34)
+    values, valid = keys.hex_block_to_u64(buf[np.minimum(first[:, None] + np.arange(16),
+                                                         len(buf) - 1)])
+    return np.unique(values[valid])

@@ -17,7 +17,7 @@ table says, per (stage, reason), for every stage (scan, join, fetch, crop):
 
 Every stage's reasons are here, and only here. A module that raises one declares it with
 `declared(stage, name)`, which checks the name against this table when the module is
-imported, so a reason nobody declared cannot be written (pipelines/rows.py, scan.py,
+imported, so a reason nobody declared cannot be written (pipelines/scan_rows.py, scan_stage.py,
 join.py for the plan; fetch_http.py; crop.py). Only the fetch stage retries or caches.
 
     python -m schemas.failures           # the README troubleshooting rows

@@ -74,8 +74,8 @@ def photo_site(_photo_site):
 
 def image_rows(images_csv: str):
     """The image table's rows as ImageRows (the same conversion the scan does)."""
-    from pipelines import rows
-    return rows.load_image_rows(images_csv)
+    from pipelines import scan_rows
+    return scan_rows.load_image_rows(images_csv)
 
 
 def collect(pcoll, path, label: str):

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from pipelines import csvscan
+from pipelines import scan
 from pipelines.demo import catalog
 from schemas import openimages
 
@@ -26,8 +26,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 def test_layouts_are_detected_and_quirks_present(tmp_path, version, layout, crlf):
     files = catalog.write_catalog(str(tmp_path), ["Sandwich"], 40, seed=3, version=version,
                                   box_layout=layout, crlf=crlf)
-    assert csvscan.open_table(files.bbox_csv, openimages.BOXES).variant == layout
-    assert csvscan.open_table(files.images_csv, openimages.IMAGES).variant == "images_12"
+    assert scan.open_table(files.bbox_csv, openimages.BOXES).variant == layout
+    assert scan.open_table(files.images_csv, openimages.IMAGES).variant == "images_12"
     raw = open(files.images_csv, "rb").read()
     assert (b"\r\n" in raw) == crlf and not raw.endswith(b"\n")
     with open(files.images_csv, newline="") as f:
@@ -52,4 +52,4 @@ def test_full_size_writer_is_skewed_and_pins_chosen_classes(tmp_path):
     counts = boxes.LabelName.value_counts()
     assert abs(counts["/m/0cdn1"] - 500) < 100
     assert counts.iloc[0] > 20 * counts.iloc[len(counts) // 2]  # skewed
-    assert csvscan.open_table(files.bbox_csv, openimages.BOXES).variant == "boxes_13"
+    assert scan.open_table(files.bbox_csv, openimages.BOXES).variant == "boxes_13"

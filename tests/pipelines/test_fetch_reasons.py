@@ -27,9 +27,9 @@ def test_the_readme_troubleshooting_table_is_the_reason_table():
 
 
 def test_every_stage_declares_its_reasons_from_the_table():
-    from pipelines import crop, join, rows, scan
-    declared = {("scan_boxes", rows.BAD_BOX), ("scan_boxes", rows.BAD_IMAGE_ID),
-                ("scan_boxes", scan.BAD_ROW), ("join", join.NO_IMAGE_ROW),
+    from pipelines import crop, join, scan_rows, scan_stage
+    declared = {("scan_boxes", scan_rows.BAD_BOX), ("scan_boxes", scan_rows.BAD_IMAGE_ID),
+                ("scan_boxes", scan_stage.BAD_ROW), ("join", join.NO_IMAGE_ROW),
                 ("join", join.BAD_IMAGE_ROW), ("join", join.DUPLICATE_BOX)}
     declared |= {("crop", v) for k, v in vars(crop).items() if k.isupper() and isinstance(v, str)
                  and ("crop", v) in failures.TABLE}

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipelines import crop, csvscan, rows
+from pipelines import crop, scan, scan_rows
 from pipelines.demo import photos
 from schemas import openimages
 from schemas.records import Box
@@ -53,14 +53,14 @@ def box_row(draw):
 
 
 def _scan_boxes(path: str, range_bytes: int):
-    table = csvscan.open_table(path, openimages.BOXES)
+    table = scan.open_table(path, openimages.BOXES)
     mids = tuple(sorted(MIDS))
     got, failures, bad = [], [], []
     with open(path, "rb") as f:
-        for _, offset, data in csvscan.aligned_ranges(f, table, range_bytes):
-            t, b, _ = csvscan.parse_and_filter(data, table, offset, rows.BOX_COLUMNS,
+        for _, offset, data in scan.aligned_ranges(f, table, range_bytes):
+            t, b, _ = scan.parse_and_filter(data, table, offset, scan_rows.BOX_COLUMNS,
                                                "LabelName", pa.array(mids))
-            boxes, fails, _ = rows.box_batch(t, mids, MIDS, rows.BoxFilters())
+            boxes, fails, _ = scan_rows.box_batch(t, mids, MIDS, scan_rows.BoxFilters())
             got += boxes.to_pylist()
             failures += fails.to_pylist()
             bad += b
@@ -86,7 +86,7 @@ def test_every_box_row_is_parsed_right_or_becomes_a_failure(tmp_path_factory, li
     expected = [e for _, e in lines]
     assert len(got) == expected.count("ok")
     assert sorted(f["reason"] for f in failures) == sorted(
-        [rows.BAD_BOX] * expected.count("bad_box") + [rows.BAD_IMAGE_ID] * expected.count("bad_image_id"))
+        [scan_rows.BAD_BOX] * expected.count("bad_box") + [scan_rows.BAD_IMAGE_ID] * expected.count("bad_image_id"))
     assert len(bad) == expected.count("bad_row")
     ok_ids = sorted(line.split(",")[0] for line, e in lines if e == "ok")
     assert sorted(f"{b['image_id']:016x}" for b in got) == ok_ids

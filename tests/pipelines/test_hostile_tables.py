@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import build, csvscan, keys, plan, rows, write
+from pipelines import build, keys, plan, scan, scan_rows, write
 from schemas import openimages
 from tests.conftest import build_argv
 
@@ -114,13 +114,13 @@ def _image_table(titles: list[str], forged_ids: list[str], crlf: bool) -> tuple[
 def _rows_found(data: bytes, tmp_path, range_bytes: int, wanted: list[str]) -> list:
     path = tmp_path / "images.csv"
     path.write_bytes(data)
-    table = csvscan.open_table(str(path), openimages.IMAGES)
+    table = scan.open_table(str(path), openimages.IMAGES)
     ids = np.sort(keys.image_ids_to_u64(pa.array(wanted))[0])
     found = []
     with open(path, "rb") as f:
-        for _, offset, chunk in csvscan.aligned_ranges(f, table, range_bytes):
-            parsed, _ = csvscan.parse_images(chunk, table, offset, ids)
-            batch = rows.image_batch(parsed)
+        for _, offset, chunk in scan.aligned_ranges(f, table, range_bytes):
+            parsed, _ = scan.parse_images(chunk, table, offset, ids)
+            batch = scan_rows.image_batch(parsed)
             found += list(zip(parsed["ImageID"].to_pylist(), batch["title"].to_pylist(),
                               batch["problem"].to_pylist()))
     return found
@@ -155,24 +155,24 @@ def test_image_rows_found_are_the_same_at_every_range_size(tmp_path_factory, tit
 def test_box_rows_found_are_the_same_at_every_range_size(tmp_path_factory, lines, range_bytes):
     path = tmp_path_factory.mktemp("boxes") / "boxes.csv"
     path.write_text(BOX_HEADER + "\n" + "\n".join(lines) + "\n")
-    table = csvscan.open_table(str(path), openimages.BOXES)
+    table = scan.open_table(str(path), openimages.BOXES)
     mids = (HAMBURGER, SANDWICH)
 
-    def scan(size):
+    def scan_at(size):
         kept, bad, read = [], [], 0
         with open(path, "rb") as f:
-            for _, offset, data in csvscan.aligned_ranges(f, table, size):
-                t, b, n = csvscan.parse_and_filter(data, table, offset, rows.BOX_COLUMNS,
+            for _, offset, data in scan.aligned_ranges(f, table, size):
+                t, b, n = scan.parse_and_filter(data, table, offset, scan_rows.BOX_COLUMNS,
                                                    "LabelName", pa.array(mids))
-                boxes, fails, _ = rows.box_batch(t, mids, {HAMBURGER: 0, SANDWICH: 1},
-                                                 rows.BoxFilters())
+                boxes, fails, _ = scan_rows.box_batch(t, mids, {HAMBURGER: 0, SANDWICH: 1},
+                                                 scan_rows.BoxFilters())
                 kept += sorted(boxes["image_id"].to_pylist())
                 bad += [x.reason for x in b] + [x["reason"] for x in fails.to_pylist()]
                 read += n
         return sorted(kept), sorted(bad), read
 
-    kept, bad, read = scan(range_bytes)
-    assert (kept, bad, read) == scan(1 << 20)
+    kept, bad, read = scan_at(range_bytes)
+    assert (kept, bad, read) == scan_at(1 << 20)
     assert read == len(lines) == len(kept) + len(bad)  # a bad line costs only itself
     good = {"a1", "a2", "a3", "a7"}
     ids = [line.lstrip('"')[14:16] for line in lines]

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from pipelines import cli, crop, csvscan, fetch, flags, join, options, progress, rows
+from pipelines import cli, crop, fetch, flags, join, options, progress, scan, scan_rows
 from pipelines.flags import UsageError
 
 # The `config` section of a build_report.json written before the flags were generated
@@ -65,10 +65,10 @@ def test_flags_are_the_config_fields_but_for_the_four_renamed_in_one_place():
 def test_flag_defaults_are_the_configs_defaults():
     s = _settings([])
     assert s.fetch == fetch.FetchConfig() and s.crop == crop.CropSpec()
-    assert s.filters == rows.BoxFilters()
+    assert s.filters == scan_rows.BoxFilters()
     assert s.splits.split_fractions == join.DEFAULT_FRACTIONS
     assert options.PLAN_GROUPS["splits"].choices["split_source"] == join.SPLIT_SOURCES
-    assert s.tables.scan_range_mb * 2**20 == csvscan.DEFAULT_RANGE_BYTES
+    assert s.tables.scan_range_mb * 2**20 == scan.DEFAULT_RANGE_BYTES
     assert options.BUILD_GROUPS["fetch"].choices["image_source"] == fetch.SOURCES
 
 

@@ -1,7 +1,7 @@
 """Header detection on every layout, with the real headers from tests/data."""
 import pytest
 
-from pipelines import csvscan
+from pipelines import scan
 from schemas import openimages
 from schemas.openimages import BOXES, CLASS_DESCRIPTIONS, IMAGES, TableFormatError, detect_variant
 from tests.conftest import data_path
@@ -16,7 +16,7 @@ from tests.conftest import data_path
     ("unidentified_note__validation-images-with-rotation.row1.csv", IMAGES, "images_12"),
 ])
 def test_real_headers_are_detected(name, kind, variant):
-    assert csvscan.open_table(data_path(name), kind).variant == variant
+    assert scan.open_table(data_path(name), kind).variant == variant
 
 
 def test_image_table_without_rotation_is_the_v4_layout():
@@ -38,7 +38,7 @@ def test_class_list_with_and_without_header(first_line, variant):
 def test_unknown_header_names_the_file_and_the_columns_found():
     path = data_path("official_readmeV3__train-annotations-human-bbox_8col.example.csv")
     with pytest.raises(TableFormatError) as err:
-        csvscan.open_table(path, BOXES)
+        scan.open_table(path, BOXES)
     message = str(err.value)
     assert path in message
     assert "8 columns 'ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax'" in message
@@ -47,7 +47,7 @@ def test_unknown_header_names_the_file_and_the_columns_found():
 
 def test_a_box_table_given_as_image_table_fails_clearly():
     with pytest.raises(TableFormatError, match="known Open Images images table"):
-        csvscan.open_table(data_path("v4_bodyparts/test-annotations-bbox.csv"), IMAGES)
+        scan.open_table(data_path("v4_bodyparts/test-annotations-bbox.csv"), IMAGES)
 
 
 def test_every_variant_has_types_for_every_column():

@@ -1,4 +1,5 @@
-"""From parsed table rows to the plan's batches: validation and the user's filters, vectorised.
+"""From parsed table rows to the plan's batches: validation and the user's filters, vectorised
+(part of the scan stage's core; pipelines/scan.py parses, scan_stage.py runs both in Beam).
 
 Pure functions over pyarrow tables; the scan DoFns call them once per byte range, and no
 row becomes a Python object unless it fails (its failure record quotes it).
@@ -141,7 +142,7 @@ def _box_failures(t: pa.Table, bad_id: np.ndarray, bad_box: np.ndarray) -> pa.Ta
 
 
 def image_batch(t: pa.Table) -> pa.Table:
-    """Image-table rows (already restricted to wanted photos, with csvscan's `problem`
+    """Image-table rows (already restricted to wanted photos, with scan's `problem`
     column) as an IMAGE_BATCH. A Rotation other than 0/90/180/270 (or empty) is a problem,
     which the join turns into failure records for the photo's boxes."""
     ids, _ = keys.image_ids_to_u64(t["ImageID"])
@@ -167,12 +168,12 @@ def image_batch(t: pa.Table) -> pa.Table:
 def load_image_rows(path: str) -> list[ImageRow]:
     """A whole (small) image table as ImageRows, converted exactly as the scan converts
     them: for tests, benchmarks and tools that need the rows without a pipeline."""
-    from pipelines import csvscan, files
-    table = csvscan.open_table(path, openimages.IMAGES)
+    from pipelines import files, scan
+    table = scan.open_table(path, openimages.IMAGES)
     out = []
     with io.BytesIO(files.read_bytes(path)) as f:
-        for _, offset, data in csvscan.aligned_ranges(f, table, max(table.size, 1)):
-            parsed, _ = csvscan.parse_images(data, table, offset, csvscan.all_image_ids(data))
+        for _, offset, data in scan.aligned_ranges(f, table, max(table.size, 1)):
+            parsed, _ = scan.parse_images(data, table, offset, scan.all_image_ids(data))
             for row, image_id in zip(image_batch(parsed).to_pylist(),
                                      parsed["ImageID"].to_pylist()):
                 row["image_id"] = image_id
