@@ -42,14 +42,14 @@ def _records(n: int) -> list[tuple[tuple[str, int], bytes, dict]]:
 
 
 def _ours(layout, records) -> None:
-    from pipelines import runs, write
+    from pipelines import runs, write, write_stage
     writer = runs.RunWriter(layout.runs_dir)
     slices = []
     for key, data, row in records:
         slices += writer.add(("train", 0), write.example_key(*key), write.pack_example(data, row),
                              len(data))
     slices += writer.flush()
-    list(write._MergeShard(layout).process((("train", 0), slices), {"train": 1}))
+    list(write_stage._MergeShard(layout).process((("train", 0), slices), {"train": 1}))
 
 
 def main(argv: list[str] | None = None) -> int:

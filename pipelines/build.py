@@ -24,15 +24,15 @@ import time
 import apache_beam as beam
 import pyarrow.compute as pc
 
-from pipelines import (crop, failures, fetch, files, options, plan, progress, report,
+from pipelines import (crop, failures_stage, fetch, files, options, plan, progress, report,
                        scan_stage)
 from pipelines.crop_stage import CropBoxes
 from pipelines.fetch_stage import FetchImages
 from pipelines.ontology import packaged_class_list, packaged_path
 from schemas.records import tasks_of
-from pipelines.write import (COMPLETED_FILE, REPORT_FILE, DatasetLayout, WriteDataset,
-                             check_destination, default_dataset_name, export_folders,
-                             finalize, write_json)
+from pipelines.write import (COMPLETED_FILE, REPORT_FILE, DatasetLayout, check_destination,
+                             default_dataset_name, finalize, write_json)
+from pipelines.write_stage import WriteDataset, export_folders
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +146,9 @@ def build_pipeline(p: beam.Pipeline, config: BuildConfig) -> None:
     shards, attribution = crops | "WriteDataset" >> WriteDataset(
         layout, labels, config.shard_size_bytes, config.num_shards)
     failed = (plan_failures, fetch_failures, crop_failures) | "AllFailures" >> beam.Flatten()
-    failure_counts = failed | "CountFailures" >> failures.CountFailures()
+    failure_counts = failed | "CountFailures" >> failures_stage.CountFailures()
     failure_slices = failed | "FailureRuns" >> beam.ParDo(
-        failures.WriteFailureRuns(files.join_path(layout.parts_dir, "failures")))
+        failures_stage.WriteFailureRuns(files.join_path(layout.parts_dir, "failures")))
     planned = (plan_batches
                | "BoxesPerBucket" >> beam.Map(lambda kv: kv[1].num_rows)
                | "PlannedBoxes" >> beam.CombineGlobally(sum))

@@ -6,8 +6,9 @@ plan) go through the same two steps, for `plan` and `build` alike:
 - `count_failures` per element, added up by a combiner: records by 'stage/reason', and
   AFTER_PLAN, the fetch and crop failures of planned boxes, which the build's invariant
   needs (planned boxes = examples + AFTER_PLAN);
-- `WriteFailureRuns` buffers records into sorted runs (pipelines/runs.py) and emits only
-  their slices; `merge_failures` streams every run into one file, sorted like the records
+- `WriteFailureRuns` (pipelines/failures_stage.py, with the counting combiner) buffers
+  records into sorted runs (pipelines/runs.py) and emits only their slices;
+  `merge_failures` streams every run into one file, sorted like the records
   (by stage, image, box, ...), so the file is the same whatever the bundles were, and no
   worker ever holds every failure of a job.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import collections
 
-import apache_beam as beam
 import pyarrow as pa
 
 from pipelines import files, runs
@@ -26,7 +26,8 @@ FAILED = "failed"  # the output tag of every stage's failure records
 AFTER_PLAN = "after_plan"
 
 
-def _records(failures: Failure | pa.Table) -> list[Failure]:
+def records_of(failures: Failure | pa.Table) -> list[Failure]:
+    """A Failure, or the rows of a FAILURE_SCHEMA batch, as Failure records."""
     if isinstance(failures, Failure):
         return [failures]
     return [Failure(**row) for row in failures.to_pylist()]
@@ -35,7 +36,7 @@ def _records(failures: Failure | pa.Table) -> list[Failure]:
 def count_failures(failures: Failure | pa.Table) -> collections.Counter:
     """A Failure or a FAILURE_SCHEMA batch -> {'stage/reason': n, AFTER_PLAN: n}."""
     counts: collections.Counter = collections.Counter()
-    for f in _records(failures):
+    for f in records_of(failures):
         counts[f"{f.stage}/{f.reason}"] += 1
         if f.mid and f.stage in (STAGE_FETCH, STAGE_CROP):
             counts[AFTER_PLAN] += 1
@@ -53,55 +54,8 @@ def entry(f: Failure) -> tuple[bytes, bytes]:
     return key, f.to_json().encode("utf-8")
 
 
-class WriteFailureRuns(beam.DoFn):
-    """Failure records (Failure objects or FAILURE_SCHEMA batches) -> sorted runs in a
-    scratch folder; emits the runs' slices, for `merge_failures`."""
-
-    def __init__(self, folder: str):
-        self._folder = folder
-
-    def start_bundle(self):
-        self._writer = runs.RunWriter(self._folder)
-
-    def process(self, failures):
-        for f in _records(failures):
-            yield from self._writer.add(("failures",), *entry(f))
-
-    def finish_bundle(self):
-        yield from runs.windowed(self._writer.flush())
-
-
 def merge_failures(slices: list[runs.RunSlice], path: str) -> None:
     """Stream every failure run into one JSON Lines file, sorted like the records."""
     with files.open_for_write(path) as f:
         for _, value in runs.merge(slices):
             f.write(value + b"\n")
-
-
-class CountFailures(beam.PTransform):
-    """Failures -> one dict of count_failures totals (a singleton, {} when none)."""
-
-    def expand(self, failures):
-        return (failures
-                | "Count" >> beam.Map(count_failures)
-                | "Sum" >> beam.CombineGlobally(SumCounts()))
-
-
-class SumCounts(beam.CombineFn):
-    """Adds up Counters."""
-
-    def create_accumulator(self):
-        return collections.Counter()
-
-    def add_input(self, acc, counts):
-        acc.update(counts)
-        return acc
-
-    def merge_accumulators(self, accs):
-        total = collections.Counter()
-        for acc in accs:
-            total.update(acc)
-        return total
-
-    def extract_output(self, acc):
-        return dict(acc)

@@ -27,17 +27,15 @@ import math
 import os
 import re
 import sys
-import time
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
 
-from pipelines import (batches, failures, files, join, keys, metadata, options, report, scan,
-                       scan_rows, scan_stage)
+from pipelines import (failures, failures_stage, files, join, join_stage, keys, metadata,
+                       options, report, scan, scan_rows, scan_stage)
 from pipelines.ontology import LabelSet, Ontology, build_label_set
 from pipelines.failures import FAILED
 from schemas import openimages
@@ -49,7 +47,6 @@ FAILURES_FILE = failures.FAILURES_FILE
 SUMMARY_FILE = "summary.json"
 SUMMARY_PART = ".summary-part.json"  # the job's half of summary.json (report.write_part)
 PARTS_DIR = ".plan-parts"
-PLAN, CANDIDATES = "plan", "candidates"
 
 log = logging.getLogger(__name__)
 
@@ -117,73 +114,6 @@ class PlanConfig:
         return config, ontology
 
 
-class _JoinBuckets(beam.DoFn):
-    """(bucket, [(tag, batch)...]) -> (bucket, PLAN_BATCH); failures and, under
-    --max_per_class, the bucket's candidates tagged. Under the limit, a bucket passes on
-    only the boxes that are among its own n best per label: no others can be chosen."""
-
-    def __init__(self, spec: join.JoinSpec, max_per_class: int, scratch: str):
-        self._spec, self._n, self._scratch = spec, max_per_class, scratch
-        self._boxes = Metrics.counter("join", "boxes")
-        self._failed = Metrics.counter("join", "failures")
-        self._over = Metrics.counter("limit", "boxes_over_limit")
-        self._busy_ms = Metrics.distribution("timing", "join_ms")
-
-    def process(self, element):
-        bucket, tagged = element
-        start = time.perf_counter()
-        groups = collections.defaultdict(list)
-        for tag, where in tagged:
-            groups[tag].append(where)
-        plan, failures = join.join_bucket(batches.load(groups[scan_stage.BOXES]),
-                                          batches.load(groups[scan_stage.IMAGES]), self._spec)
-        if self._n:
-            candidates = join.limit_candidates(plan, self._n)
-            plan, over = join.apply_limit(plan, join.thresholds(candidates, self._n),
-                                          keep_priority=True)
-            self._over.inc(over)
-            yield beam.pvalue.TaggedOutput(CANDIDATES, candidates)
-        self._boxes.inc(plan.num_rows)
-        self._failed.inc(failures.num_rows)
-        self._busy_ms.update(int((time.perf_counter() - start) * 1000))
-        if failures.num_rows:
-            yield beam.pvalue.TaggedOutput(FAILED, failures)
-        if self._n:  # the limit waits for every bucket: the plan waits in a file
-            yield from batches.spill(self._scratch, [(bucket, plan)])
-        else:
-            yield bucket, plan
-
-
-class _MergeCandidates(beam.CombineFn):
-    """The n best boxes per label over every bucket, then each label's threshold."""
-
-    def __init__(self, n: int):
-        self._n = n
-
-    def create_accumulator(self):
-        return join.CANDIDATES.empty_table()
-
-    def add_input(self, acc, candidates):
-        return join.merge_candidates([acc, candidates], self._n)
-
-    def merge_accumulators(self, accs):
-        return join.merge_candidates(accs, self._n)
-
-    def extract_output(self, acc):
-        return join.thresholds(acc, self._n)
-
-
-class _ApplyLimit(beam.DoFn):
-    def __init__(self):
-        self._over = Metrics.counter("limit", "boxes_over_limit")
-
-    def process(self, element, limits):
-        bucket, where = element
-        plan, over = join.apply_limit(pa.concat_tables(batches.load([where])), limits)
-        self._over.inc(over)
-        yield bucket, plan
-
-
 class PlanImages(beam.PTransform):
     """Scan, filter, join, split and limit: the plan of a build.
 
@@ -209,20 +139,10 @@ class PlanImages(beam.PTransform):
         images = pbegin | "ScanImages" >> scan_stage.ScanImages(
             c.image_tables, beam.pvalue.AsSingleton(box[scan_stage.IMAGE_IDS]), c.range_bytes, n,
             scratch)
-        every = pbegin | "EveryBucket" >> beam.Create([(b, (None, None)) for b in range(n)])
-        joined = ((box[scan_stage.BOXES], images[scan_stage.IMAGES], every)
-                  | "Bucketed" >> beam.Flatten()
-                  | "GroupBuckets" >> beam.GroupByKey()
-                  | "JoinBuckets" >> beam.ParDo(_JoinBuckets(c.join_spec, c.max_per_class,
-                                                            scratch))
-                  .with_outputs(FAILED, CANDIDATES, main=PLAN))
-        plan = joined[PLAN]
-        if c.max_per_class:
-            limits = joined[CANDIDATES] | "Thresholds" >> beam.CombineGlobally(
-                _MergeCandidates(c.max_per_class))
-            plan = plan | "LimitPerClass" >> beam.ParDo(_ApplyLimit(),
-                                                        beam.pvalue.AsSingleton(limits))
-        failures = (box[FAILED], joined[FAILED]) | "PlanFailures" >> beam.Flatten()
+        plan, join_failures = ((box[scan_stage.BOXES], images[scan_stage.IMAGES])
+                               | "JoinBuckets" >> join_stage.JoinBuckets(
+                                   c.join_spec, c.max_per_class, n, scratch))
+        failures = (box[FAILED], join_failures) | "PlanFailures" >> beam.Flatten()
         scanned = ((box[scan_stage.SCANNED], images[scan_stage.SCANNED])
                    | "Scanned" >> beam.Flatten()
                    | "PerTable" >> beam.CombinePerKey(_SumScans()))
@@ -350,10 +270,10 @@ def build_pipeline(p: beam.Pipeline, config: PlanConfig, output_dir: str) -> Non
                                                                     config.num_buckets))
     counts = (plan
               | "PlanCounts" >> beam.Map(plan_counts)
-              | "SumPlanCounts" >> beam.CombineGlobally(failures.SumCounts()))
-    failure_counts = failed | "CountFailures" >> failures.CountFailures()
+              | "SumPlanCounts" >> beam.CombineGlobally(failures_stage.SumCounts()))
+    failure_counts = failed | "CountFailures" >> failures_stage.CountFailures()
     slices = failed | "FailureRuns" >> beam.ParDo(
-        failures.WriteFailureRuns(files.join_path(output_dir, PARTS_DIR, "failures")))
+        failures_stage.WriteFailureRuns(files.join_path(output_dir, PARTS_DIR, "failures")))
     (p
      | "Once" >> beam.Create([None])
      | "WriteReport" >> beam.Map(
