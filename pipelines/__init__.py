@@ -1,5 +1,11 @@
 """The open-sandwiches Beam job: one module per stage, each a PTransform over a pure core.
 
+The naming rule: `<stage>.py` is the stage's pure core (plain functions and classes on
+Arrow batches, bytes and records, no Beam; tested on its own), and `<stage>_stage.py` holds
+the Beam transforms that run it (scan/scan_stage, join/join_stage, fetch/fetch_stage,
+crop/crop_stage, write/write_stage, failures/failures_stage). `plan.py` and `build.py`
+wire the stages into the two jobs.
+
 `__version__` is the tool's one version: setup.py reads it, `open-sandwiches --version`
 prints it and build_report.json records it.
 """
