@@ -133,10 +133,13 @@ class Client:
                     out = fail.outcome
                 except Exception as err:  # whatever the answer provoked: a reason, not a crash
                     out = exception_outcome(url, err)
-            if guard.expired and out.reason:
+            if guard.expired:
+                # Whatever came back, cut short: a cut while the headers arrive can even
+                # look like a complete empty answer. A timeout is retried, never cached.
                 self._count("deadline_cuts")
                 return Outcome(TIMEOUT, f"{url}: cut at the deadline (--fetch_deadline_s "
-                                        f"{self.config.deadline_s:g}) while {out.reason}",
+                                        f"{self.config.deadline_s:g}) while "
+                                        f"{out.reason or 'reading the answer'}",
                                retry=True, status=out.status)
             return out
         except Exception as err:
@@ -194,7 +197,9 @@ class Client:
         if status != 200:
             return Outcome(HTTP_ERROR, f"{url}: HTTP {status}", status=status)
         cap = self.config.max_image_bytes
-        declared = declared_length(resp.headers)
+        # Transfer-Encoding overrides Content-Length (RFC 9112 6.3), as http.client reads
+        # the body: a chunked answer's Content-Length is ignored, not trusted.
+        declared = None if getattr(resp.raw, "chunked", False) else declared_length(resp.headers)
         if declared is not None and declared > cap:
             return Outcome(TOO_LARGE, f"{url}: Content-Length {declared} is over "
                                       f"--max_image_bytes {cap}", status=status)

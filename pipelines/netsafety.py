@@ -7,7 +7,9 @@ network; an image table is untrusted input, and a redirect can point anywhere. S
   private, shared, loopback, link-local, reserved, multicast or unspecified (anything not
   globally routable), also when an IPv6 address embeds such an IPv4 address (6to4
   2002::/16, Teredo 2001::/32, NAT64 64:ff9b::/96, IPv4-mapped), unless the user passed
-  --allow_private_network (tests on 127.0.0.1 do). Every redirect hop is checked.
+  --allow_private_network (tests on 127.0.0.1 do). Link-local addresses (169.254/16,
+  fe80::/10: the metadata service) stay refused even then: no photo mirror lives there.
+  Every redirect hop is checked.
 - It parses the URL the way the request will: requests prepares it and urllib3's
   `parse_url` picks the host to connect to. `urllib.parse.urlsplit` disagrees with them
   on URLs such as `http://127.0.0.1:9\\@8.8.8.8/` (urlsplit: host 8.8.8.8; urllib3: host
@@ -70,6 +72,22 @@ def _is_internal(address: str) -> bool:
     return _internal_ip(ip)
 
 
+def _is_link_local(address: str) -> bool:
+    """169.254/16 or fe80::/10, also inside an IPv6 address: refused even with
+    --allow_private_network, since that is where a cloud's metadata service answers."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and any(v4.is_link_local
+                                                     for v4 in embedded_ipv4(ip)):
+        return True
+    return ip.is_link_local
+
+
+def _refused(allow_private: bool):
+    """The test of an address: link-local only with --allow_private_network, else any
+    address that is not globally routable."""
+    return _is_link_local if allow_private else _is_internal
+
+
 def prepare(url: str) -> str:
     """The URL as requests will send it, or BlockedURL if requests cannot prepare it."""
     try:
@@ -126,8 +144,6 @@ def check_prepared(prepared: str, allow_private: bool = False) -> None:
         raise BlockedURL(f"scheme {scheme or '(none)'!r} is not allowed, only http and https")
     if not host:
         raise BlockedURL("no host in URL")
-    if allow_private:
-        return
     verb = "is"
     try:
         addresses = [str(ipaddress.ip_address(host.split("%")[0]))]
@@ -138,8 +154,12 @@ def check_prepared(prepared: str, allow_private: bool = False) -> None:
                 host, port or 80, proto=socket.IPPROTO_TCP)]
         except (OSError, UnicodeError):
             return
-    internal = sorted({a for a in addresses if _is_internal(a)})
+    refused = _refused(allow_private)
+    internal = sorted({a for a in addresses if refused(a)})
     if internal:
+        if allow_private:
+            raise BlockedURL(f"host {host!r} {verb} link-local address {internal[0]}, "
+                             f"refused even with --allow_private_network")
         raise BlockedURL(f"host {host!r} {verb} non-public address {internal[0]}; "
                          f"pass --allow_private_network to allow it")
 
@@ -232,8 +252,12 @@ _current = threading.local()
 
 def _shutdown(conn, g: _Guard) -> None:
     """Wake a blocked read on this connection's socket, if it still serves the expired
-    request `g` (a pooled connection may since serve another; caller holds the lock)."""
-    sock = getattr(conn, "sock", None)
+    request `g` (a pooled connection may since serve another; caller holds the lock).
+
+    The socket is the one the connection opened, not `conn.sock`: for an answer that
+    ends the connection (`Connection: close`, HTTP/1.0) http.client sets `conn.sock` to
+    None and leaves the socket to the response, whose reads must still be cut."""
+    sock = getattr(conn, "_raw_sock", None) or getattr(conn, "sock", None)
     if sock is None or getattr(conn, "_guard", None) is not g:
         return
     try:  # the plain socket's shutdown: SSLSocket.shutdown would touch SSL state
@@ -243,18 +267,20 @@ def _shutdown(conn, g: _Guard) -> None:
 
 
 # -- connections ------------------------------------------------------------------------
-def _check_peer(sock: socket.socket) -> None:
+def _check_peer(sock: socket.socket, allow_private: bool) -> None:
     address = sock.getpeername()[0]
-    if _is_internal(address):
+    if _refused(allow_private)(address):
         sock.close()
-        raise BlockedURL(f"connection reached non-public address {address}")
+        kind = "link-local" if allow_private else "non-public"
+        raise BlockedURL(f"connection reached {kind} address {address}")
 
 
 class _Watched:
-    """Mixin: register with the current request's deadline; optionally check the peer."""
+    """Mixin: register with the current request's deadline; check the peer it reached."""
 
-    check_peer = False
+    allow_private = False
     _guard = None
+    _raw_sock = None  # the connection's socket, also once http.client has let go of it
 
     def request(self, *args, **kwargs):
         watchdog = getattr(_current, "watchdog", None)
@@ -264,8 +290,8 @@ class _Watched:
 
     def _new_conn(self):
         sock = super()._new_conn()
-        if self.check_peer:
-            _check_peer(sock)
+        _check_peer(sock, self.allow_private)
+        self._raw_sock = sock
         return sock
 
 
@@ -277,12 +303,12 @@ class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
     pass
 
 
-class _GuardedHTTPConnection(_HTTPConnection):
-    check_peer = True
+class _PrivateHTTPConnection(_HTTPConnection):
+    allow_private = True
 
 
-class _GuardedHTTPSConnection(_HTTPSConnection):
-    check_peer = True
+class _PrivateHTTPSConnection(_HTTPSConnection):
+    allow_private = True
 
 
 def _pool(base, conn_cls):
@@ -290,16 +316,16 @@ def _pool(base, conn_cls):
 
 
 _POOLS = {
-    False: {"http": _pool(urllib3.HTTPConnectionPool, _GuardedHTTPConnection),
-            "https": _pool(urllib3.HTTPSConnectionPool, _GuardedHTTPSConnection)},
-    True: {"http": _pool(urllib3.HTTPConnectionPool, _HTTPConnection),
-           "https": _pool(urllib3.HTTPSConnectionPool, _HTTPSConnection)},
+    False: {"http": _pool(urllib3.HTTPConnectionPool, _HTTPConnection),
+            "https": _pool(urllib3.HTTPSConnectionPool, _HTTPSConnection)},
+    True: {"http": _pool(urllib3.HTTPConnectionPool, _PrivateHTTPConnection),
+           "https": _pool(urllib3.HTTPSConnectionPool, _PrivateHTTPSConnection)},
 }
 
 
 class _GuardedAdapter(HTTPAdapter):
-    """An adapter whose connections take deadlines and (unless private networks are
-    allowed) verify the address they reached."""
+    """An adapter whose connections take deadlines and verify the address they reached
+    (only that it is not link-local, where private networks are allowed)."""
 
     def __init__(self, allow_private: bool, **kwargs):
         self._allow_private = allow_private

@@ -197,10 +197,11 @@ BUILD_GROUPS = {
             "max_image_bytes": "the size cap per downloaded file",
             "fetch_attempts": "tries per URL for retryable failures (timeouts, 5xx, 429)",
             "backoff_s": "the first retry delay; it doubles each retry, with jitter",
-            "allow_private_network": "allow URLs on private, loopback and link-local "
-                                     "addresses (local test servers); off by default: a "
-                                     "worker must never be steered to its metadata "
-                                     "service or internal network",
+            "allow_private_network": "allow URLs on private and loopback addresses "
+                                     "(local mirrors, test servers); off by default: a "
+                                     "worker must never be steered to its internal "
+                                     "network. Link-local addresses (the metadata "
+                                     "service) stay refused even with it",
             "cache_dir": "where downloads are cached (default: "
                          "~/.cache/open-sandwiches/images)",
             "placeholder_sha256": "SHA-256 digests of known placeholder images to reject"}),

@@ -150,11 +150,20 @@ def test_redirects_are_checked_at_every_hop(site, tmp_path, monkeypatch, target)
 
 @pytest.mark.parametrize("url", ["http://localhost/x.jpg", "http://LOCALHOST:80/x.jpg",
                                  "http://0.0.0.0/", "http://[::ffff:10.0.0.1]/",
-                                 "http://192.168.1.1/", "http://100.64.0.1/", "https://[fe80::1]/"])
+                                 "http://192.168.1.1/", "http://100.64.0.1/"])
 def test_names_and_addresses_of_internal_hosts_are_refused(url):
     with pytest.raises(netsafety.BlockedURL):
         netsafety.check_url(url)
     netsafety.check_url(url, allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]/",
+                                 "http://[2002:a9fe:a9fe::]/", "http://[::ffff:169.254.169.254]/"])
+def test_link_local_addresses_are_refused_even_with_allow_private_network(url):
+    """--allow_private_network is for a mirror on the LAN or 127.0.0.1, never for the
+    cloud's metadata service."""
+    with pytest.raises(netsafety.BlockedURL, match="link-local"):
+        netsafety.check_url(url, allow_private=True)
 
 
 def test_connection_to_an_internal_address_is_refused_even_after_the_check(site, tmp_path, monkeypatch):

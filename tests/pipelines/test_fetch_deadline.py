@@ -1,12 +1,18 @@
 """Deadlines and Retry-After: trickling bodies are cut, slow sources hand over, headers parse."""
 import email.utils
+import socketserver
+import threading
 import time
 
 import pytest
 
 from pipelines import fetch, fetch_http
+from pipelines.demo import photos
+from schemas.records import ImageRow
 from tests.conftest import image_rows
 from tests.conftest import fetch_test_config
+
+JPEG = photos.render_photo("deadline", [], (64, 48))
 
 
 @pytest.fixture
@@ -98,3 +104,85 @@ def test_retry_after_parses_seconds_and_dates_and_ignores_nonsense(value, expect
 ])
 def test_content_length_parses_leniently(value, expected):
     assert fetch_http.declared_length({"Content-Length": value}) == expected
+
+
+class _Framed(socketserver.BaseRequestHandler):
+    """Raw answers framed as named by the path (/<framing>/<id>.jpg), trickled a byte
+    every 0.1 s after the first 100 bytes: the ways an answer ends that http.client
+    handles differently, and a chunked body that also declares a Content-Length."""
+
+    def handle(self):
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        framing = request.split(b" ")[1].decode().split("/")[1]
+        heads = {"close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n",
+                 "http10": b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n",
+                 "unframed": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"}
+        try:
+            if framing == "chunked":  # a Content-Length that Transfer-Encoding overrides
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: "
+                                     b"chunked\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+                                     % (len(JPEG), JPEG))
+                return
+            if framing == "headers":  # the status line, then headers that never end
+                head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 600
+            else:
+                head = (heads[framing] % len(JPEG) if b"%d" in heads[framing]
+                        else heads[framing]) + JPEG
+            self.request.sendall(head[:100])
+            for i in range(100, len(head)):
+                self.request.sendall(head[i:i + 1])
+                time.sleep(0.1)
+        except OSError:  # the client cut us off: what the test wants
+            pass
+
+
+class _FramedServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+@pytest.fixture
+def framed_server():
+    srv = _FramedServer(("127.0.0.1", 0), _Framed)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def _row(url: str) -> ImageRow:
+    return ImageRow("0123456789abcdef", "train", url, "", "", "", "", "", None, "", "", 0)
+
+
+@pytest.mark.parametrize("framing", ["close", "http10", "unframed", "headers"])
+def test_the_deadline_holds_however_the_answer_is_framed(framed_server, tmp_path, framing):
+    """With `Connection: close`, HTTP/1.0 or no length, http.client hands the socket to
+    the response; a trickle there, or in the headers, must still be cut at the deadline
+    (the whole answer would take minutes) as a timeout, never cached: a cut while the
+    headers arrive once looked like a complete empty answer, cached as not_an_image."""
+    fetcher = fetch.Fetcher(fetch_test_config(tmp_path, deadline_s=1.0, fetch_attempts=1))
+    start = time.monotonic()
+    with pytest.raises(fetch.FetchFailed) as err:
+        fetcher.fetch(_row(f"{framed_server}/{framing}/0123456789abcdef.jpg"))
+    assert time.monotonic() - start < 20  # generous: the trickle alone takes minutes
+    assert err.value.reason == fetch.TIMEOUT, err.value.detail
+    assert "cut at the deadline" in err.value.detail
+    # Not cached: a rerun asks the server again (and is cut again) rather than failing
+    # from the cache without a request.
+    with pytest.raises(fetch.FetchFailed) as again:
+        fetch.Fetcher(fetch_test_config(tmp_path, deadline_s=0.5, fetch_attempts=1)).fetch(
+            _row(f"{framed_server}/{framing}/0123456789abcdef.jpg"))
+    assert again.value.reason == fetch.TIMEOUT and "cached" not in again.value.detail
+
+
+def test_a_chunked_answer_with_a_content_length_is_read_as_chunked(framed_server, tmp_path):
+    """Transfer-Encoding overrides Content-Length (RFC 9112): the photo is the chunked
+    body, whole, not its first 100 bytes cached as verified."""
+    got = fetch.Fetcher(fetch_test_config(tmp_path)).fetch(
+        _row(f"{framed_server}/chunked/0123456789abcdef.jpg"))
+    assert got.data == JPEG

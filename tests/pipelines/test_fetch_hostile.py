@@ -276,7 +276,7 @@ def test_urls_are_checked_as_the_request_reads_them(photo_site, tmp_path, monkey
     assert urllib.parse.urlsplit(url).hostname == "8.8.8.8"  # the disagreement
     with pytest.raises(netsafety.BlockedURL, match="127.0.0.1"):
         netsafety.check_url(url)
-    monkeypatch.setattr(netsafety, "_check_peer", lambda sock: None)
+    monkeypatch.setattr(netsafety, "_check_peer", lambda sock, allow_private: None)
     image = ImageRow("0123456789abcdef", "train", url, "", "", "", "", "", None, "", "", 0)
     config = fetch.FetchConfig(image_source=("original",), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(fetch.FetchFailed) as err:
@@ -285,20 +285,26 @@ def test_urls_are_checked_as_the_request_reads_them(photo_site, tmp_path, monkey
     assert srv.total_requests() == 0
 
 
-@pytest.mark.parametrize("host", [
-    "2002:a9fe:a9fe::",              # 6to4 of 169.254.169.254, the metadata service
-    "2002:7f00:1::1",                # 6to4 of 127.0.0.1
-    "2002:c0a8:101::",               # 6to4 of 192.168.1.1
-    "64:ff9b::a9fe:a9fe",            # NAT64 of 169.254.169.254
-    "64:ff9b:1::a00:1",              # local-use NAT64
-    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
-    "::ffff:169.254.169.254",        # IPv4-mapped
-    "::127.0.0.1",                   # IPv4-compatible (deprecated)
+@pytest.mark.parametrize("host, link_local", [
+    ("2002:a9fe:a9fe::", True),               # 6to4 of 169.254.169.254, the metadata service
+    ("2002:7f00:1::1", False),                # 6to4 of 127.0.0.1
+    ("2002:c0a8:101::", False),               # 6to4 of 192.168.1.1
+    ("64:ff9b::a9fe:a9fe", True),             # NAT64 of 169.254.169.254
+    ("64:ff9b:1::a00:1", False),              # local-use NAT64
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+    ("::ffff:169.254.169.254", True),         # IPv4-mapped
+    ("::127.0.0.1", False),                   # IPv4-compatible (deprecated)
 ])
-def test_ipv6_addresses_that_carry_private_ipv4_are_refused(host):
+def test_ipv6_addresses_that_carry_private_ipv4_are_refused(host, link_local):
+    """Refused by default; --allow_private_network lets them through, except those that
+    carry a link-local address (the metadata service), which stay refused."""
     with pytest.raises(netsafety.BlockedURL):
         netsafety.check_url(f"http://[{host}]/x.jpg")
-    netsafety.check_url(f"http://[{host}]/x.jpg", allow_private=True)
+    if link_local:
+        with pytest.raises(netsafety.BlockedURL, match="link-local"):
+            netsafety.check_url(f"http://[{host}]/x.jpg", allow_private=True)
+    else:
+        netsafety.check_url(f"http://[{host}]/x.jpg", allow_private=True)
 
 
 def test_6to4_of_a_public_address_is_allowed():
