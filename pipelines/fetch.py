@@ -44,7 +44,7 @@ from schemas.records import SPLITS, STAGE_FETCH, ImageRow
 SOURCES = ("original", "thumbnail", "cvdf", "template")
 CVDF_BASE_URL = "https://open-images-dataset.s3.amazonaws.com"
 REASONS = failures.names(STAGE_FETCH)
-# Flags that make a source's URLs: a cached failure of that source depends on them too.
+# Flags that make a source's URLs: its cached photos and failures depend on them too.
 _SOURCE_SETTINGS = {"cvdf": ["cvdf_base_url"], "template": ["url_template"]}
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
           b"MM\x00*")
@@ -142,6 +142,16 @@ class Step:
     result: Fetched | FetchFailed | None = None
     next_host: str = ""
     wait_s: float = 0.0
+
+
+def cache_folder(source: str, config: FetchConfig) -> str:
+    """The cache folder of a source's photos and failures: its name, or for a source whose
+    URLs our flags make (a mirror: `template`, `cvdf` off its default base URL) its name
+    and a digest of those flags, so that changing them never serves the old bytes."""
+    values = [getattr(config, name) for name in _SOURCE_SETTINGS.get(source, [])]
+    if not values or (source == "cvdf" and config.cvdf_base_url == CVDF_BASE_URL):
+        return source
+    return f"{source}-{hashlib.sha256(json.dumps(values).encode()).hexdigest()[:12]}"
 
 
 def source_urls(image: ImageRow, config: FetchConfig) -> list[tuple[str, str]]:
@@ -273,7 +283,7 @@ class Fetcher:
         if not out.reason:
             reason, detail, digest = verify(out.data, source, job.image, self._placeholders)
             if not reason:
-                self.cache.write_image(source, job.image.image_id, out.data)
+                self.cache.write_image(self._folder(source), job.image.image_id, out.data)
                 step.result = Fetched(out.data, source, url, digest)
                 return step
             out = fetch_http.Outcome(reason, detail, status=out.status)
@@ -290,7 +300,7 @@ class Fetcher:
             detail += (f" after {job.attempt} attempts" if job.attempt >= c.fetch_attempts
                        else " (no time left for a retry within --fetch_deadline_s)")
         if failures.reason(STAGE_FETCH, out.reason).final:
-            self.cache.write_failure(source, job.image.image_id, {
+            self.cache.write_failure(self._folder(source), job.image.image_id, {
                 "reason": out.reason, "detail": detail, "url": url,
                 "settings": self._settings(out.reason, job.image, source)})
         return self._next_source(job, out.reason, detail, url, step)
@@ -313,7 +323,7 @@ class Fetcher:
         image_id = job.image.image_id
         while job.index < len(job.sources):
             source, url = job.sources[job.index]
-            data = self.cache.read_image(source, image_id)
+            data = self.cache.read_image(self._folder(source), image_id)
             if data is not None:
                 reason, _, digest = verify(data, source, job.image, self._placeholders,
                                            self.config.max_image_bytes)
@@ -322,7 +332,7 @@ class Fetcher:
                     return Fetched(data, source, url, digest)
                 self.count("cache_stale")  # the row or the settings changed: ask again
             else:
-                record = self.cache.read_failure(source, image_id)
+                record = self.cache.read_failure(self._folder(source), image_id)
                 if record is not None and self._still_holds(record, job.image, source):
                     self.count("cache_hits")
                     job.tried.append(f"{source}: {record['reason']} ({record.get('detail', '')}, cached)")
@@ -337,12 +347,14 @@ class Fetcher:
             return FetchFailed(*job.last)
         return FetchFailed(job.last[0], "; ".join(job.tried), job.last[2])
 
+    def _folder(self, source: str) -> str:
+        return cache_folder(source, self.config)
+
     def _settings(self, reason: str, image: ImageRow, source: str) -> dict:
-        """The values of the settings a final `reason` depends on (the table says which),
-        and of the flag that makes the source's URL (a mirror's is ours; a row's URL is
-        the photo's, and stays with its ImageID)."""
+        """The values of the settings a final `reason` depends on (the table says which).
+        The flags that make a mirror's URLs need not be among them: they name the cache
+        folder (`cache_folder`)."""
         names = list(failures.reason(STAGE_FETCH, reason).settings)
-        names += _SOURCE_SETTINGS.get(source, [])
         values = {}
         for name in names:
             obj, attr = (image, name[4:]) if name.startswith("row.") else (self.config, name)

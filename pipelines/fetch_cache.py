@@ -1,7 +1,12 @@
 """The download cache: verified bytes and final failures per (source, ImageID), on disk.
 
-    <cache_dir>/<source>/<id[:2]>/<id>.img          the verified photo
-    <cache_dir>/<source>/<id[:2]>/<id>.failed.json  a final failure, with what produced it
+    <cache_dir>/<folder>/<id[:2]>/<id>.img          the verified photo
+    <cache_dir>/<folder>/<id[:2]>/<id>.failed.json  a final failure, with what produced it
+
+The folder is the source's name (`original`, `thumbnail`, `cvdf`), or, for a source whose
+URLs come from our flags rather than the row (`template`, `cvdf` with another base URL),
+the name and a digest of those flags (`template-1a2b3c4d5e6f`): bytes fetched under one
+`--url_template` are never served for another (`fetch.cache_folder`).
 
 Files are written to `.tmp/<pid>-...` first, then renamed: a killed worker leaves only a
 temp file, which never counts as cached and is removed by the next Cache over the folder.
@@ -10,6 +15,7 @@ business (schemas/failures.py); pipelines/fetch.py decides whether a record stil
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -25,6 +31,14 @@ CACHE_VERSION = 2
 def cache_path(root: str, source: str, image_id: str) -> str:
     """Where a photo's cache entries live, less the suffix (.img, .failed.json)."""
     return os.path.join(root, source, image_id[:2], image_id)
+
+
+def cached_photo_paths(root: str, source: str, image_id: str) -> list[str]:
+    """The photo files a source may have cached for an ImageID, under any of its folders
+    (the plain one first, then the digested ones in name order)."""
+    paths = [cache_path(root, source, image_id) + ".img"]
+    paths += sorted(glob.glob(cache_path(root, glob.escape(source) + "-*", image_id) + ".img"))
+    return [p for p in paths if os.path.exists(p)]
 
 
 class Cache:

@@ -17,6 +17,7 @@ skip is logged and listed in previews/NOTES.txt.
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import json
 import logging
@@ -44,12 +45,17 @@ def _skipped(notes: list[str], what: str, err: Exception) -> None:
     notes.append(note)
 
 
-def _cached_photo(cache_dir: str, image_id: str, source: str = "") -> bytes | None:
+def _cached_photo(cache_dir: str, image_id: str, source: str = "",
+                 sha256: str = "") -> bytes | None:
+    """A cached photo of the ImageID, from `source` if known (any of its cache folders),
+    and with the manifest's sha256 of the source bytes if known: a mirror cached under
+    two `--url_template`s has a folder each, and only one holds what the build used."""
     for src in ([source] if source else fetch.SOURCES):
-        path = fetch_cache.cache_path(cache_dir, src, image_id) + ".img"
-        if os.path.exists(path):
+        for path in fetch_cache.cached_photo_paths(cache_dir, src, image_id):
             with open(path, "rb") as f:
-                return f.read()
+                data = f.read()
+            if not sha256 or hashlib.sha256(data).hexdigest() == sha256:
+                return data
     return None
 
 
@@ -97,7 +103,8 @@ def photo_grid(rows: list[dict], cache_dir: str, per_class: int, path: str,
             if col == per_class:
                 break
             boxes = by_image[image_id]
-            data = _cached_photo(cache_dir, image_id, boxes[0].get("source", ""))
+            data = _cached_photo(cache_dir, image_id, boxes[0].get("source", ""),
+                                 boxes[0].get("source_sha256", ""))
             if data is None:
                 continue
             try:

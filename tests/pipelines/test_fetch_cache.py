@@ -149,3 +149,29 @@ def test_a_cache_that_cannot_be_written_costs_no_photo(site, tmp_path):
     fetcher = fetch.Fetcher(fetch_test_config(tmp_path))
     assert fetcher.fetch(images[7]).source == "original"
     assert fetcher.stats["cache_write_errors"] == 1
+
+
+def test_a_mirrors_bytes_are_cached_per_url_template(site, tmp_path):
+    """Photos fetched under one --url_template are never served for another: each
+    template has a cache folder of its own, and previews find the bytes a build used."""
+    from pipelines import preview
+    files, srv, images = site
+    image = images[7]
+
+    def template(route):
+        return fetch_test_config(tmp_path, image_source=("template",),
+                                 url_template=f"{srv.base_url}/{route}/{{image_id}}.jpg")
+    first = fetch.Fetcher(template("original")).fetch(image)
+    assert first.data == srv.photo(image.image_id) and srv.total_requests() == 1
+    # The new template's host does not have the photo: it is asked, and says so.
+    srv.reset(faults={image.image_id: "not_found"}, fault_routes=("thumbnail",))
+    assert _outcome(template("thumbnail"), image) == fetch.NOT_FOUND
+    assert srv.total_requests() == 1
+    # The first template's folder still holds its photo: no request.
+    assert fetch.Fetcher(template("original")).fetch(image).data == first.data
+    assert srv.total_requests() == 1
+    folders = {fetch.cache_folder("template", template(r)) for r in ("original", "thumbnail")}
+    assert len(folders) == 2 and all(f.startswith("template-") for f in folders)
+    assert fetch.cache_folder("cvdf", fetch_test_config(tmp_path)) == "cvdf"  # the default
+    assert preview._cached_photo(str(tmp_path / "cache"), image.image_id, "template",
+                                 first.sha256) == first.data
