@@ -243,17 +243,56 @@ def parse_and_filter(data: bytes, table: TableFile, offset: int, columns: tuple[
     Fast path: one typed pyarrow read and a vectorised `is_in` filter. If a value does not
     convert (an "abc" coordinate, an integer past 64 bits), the chunk is read again as
     text, the key filter applied, and each column converted with only its bad values
-    failing their rows (`BadRow`s).
+    failing their rows (`BadRow`s). If even that fails (a byte that is not UTF-8, or
+    anything else nobody foresaw), a box table's chunk is halved at a line boundary until
+    the lines that fail are alone: each becomes one BadRow and the rest parse as usual.
 
     Returns:
       (typed table with `columns`, rows that could not be parsed, rows read in all).
     """
+    keys_ = _with_quoted(keys_, table)
+    try:
+        return _parse_and_filter(data, table, offset, columns, key_column, keys_)
+    except Exception as err:
+        if table.quoted:  # records may span lines: no line is a record of its own
+            raise
+        return _bisect(data, table, offset, columns, key_column, keys_, err)
+
+
+def _bisect(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...],
+            key_column: str, keys_: pa.Array, err: Exception
+            ) -> tuple[pa.Table, list[BadRow], int]:
+    """parse_and_filter of an unquoted chunk that raised `err`, one half at a time."""
+    body = data.rstrip(b"\r\n")
+    cut = body.rfind(b"\n", 0, len(body) // 2 + 1) + 1 if b"\n" in body else 0
+    if cut <= 0:
+        cut = body.find(b"\n") + 1
+    if cut <= 0:  # one line: it alone fails
+        text = data.decode("utf-8", "replace").rstrip("\r\n")
+        reason = f"unreadable: {type(err).__name__}: {err}"[:300]
+        types = table.layout.arrow_types(columns)
+        empty = pa.schema([(c, types[c]) for c in columns]).empty_table()
+        return empty, [BadRow(table.path, offset, text[:500], reason,
+                              _leading_image_id(text))], 1
+    out_tables, out_bad, read = [], [], 0
+    for start, part in ((0, data[:cut]), (cut, data[cut:])):
+        try:
+            t, b, n = _parse_and_filter(part, table, offset + start, columns, key_column, keys_)
+        except Exception as part_err:
+            t, b, n = _bisect(part, table, offset + start, columns, key_column, keys_, part_err)
+        out_tables.append(t)
+        out_bad += b
+        read += n
+    return pa.concat_tables(out_tables), out_bad, read
+
+
+def _parse_and_filter(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...],
+                      key_column: str, keys_: pa.Array) -> tuple[pa.Table, list[BadRow], int]:
     types = table.layout.arrow_types(columns)
     schema = pa.schema([(c, types[c]) for c in columns])
     bad: list[BadRow] = []
     if not data:
         return schema.empty_table(), bad, 0
-    keys_ = _with_quoted(keys_, table)
     try:
         parsed = _read_csv(data, table, offset, columns, types, bad)
         kept = _unquote(parsed.filter(pc.is_in(parsed[key_column], value_set=keys_)), table)
@@ -321,23 +360,26 @@ def _cast(col: pa.ChunkedArray, arrow_type: pa.DataType) -> pa.ChunkedArray:
 
 
 def _value_problem(value: str, arrow_type: pa.DataType) -> str:
-    """Why one CSV text value does not convert to `arrow_type`, or ''."""
+    """Why one CSV text value does not convert to `arrow_type`, or ''.
+
+    Judged by Arrow's own cast, the one that converts the column: Python's int() and
+    float() accept spellings Arrow does not ('0_0', '+1', '١'), and a row kept on their
+    word would fail the whole column's cast later."""
     if value == "":
         return ""
-    if pa.types.is_integer(arrow_type):
-        try:
-            number = int(value)
-        except ValueError:
-            return f"not an integer: {value!r}"
-        bits = arrow_type.bit_width
-        if not -(1 << (bits - 1)) <= number < (1 << (bits - 1)):
-            return f"{value!r} does not fit in {bits} bits"
-        return ""
     try:
-        float(value)
-    except ValueError:
-        return f"not a number: {value!r}"
-    return ""
+        pc.cast(pa.array([value], pa.string()), arrow_type)
+        return ""
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if pa.types.is_integer(arrow_type):
+        bits = arrow_type.bit_width
+        try:
+            fits = -(1 << (bits - 1)) <= int(value) < (1 << (bits - 1))
+        except ValueError:
+            fits = True
+        return f"not an integer: {value!r}" if fits else f"{value!r} does not fit in {bits} bits"
+    return f"not a number: {value!r}"
 
 
 def parse_images(data: bytes, table: TableFile, offset: int,
@@ -433,6 +475,12 @@ def _soft_convert(text: pa.Table, soft: dict[str, pa.DataType]) -> pa.Table:
     and the row's `problem` names it."""
     problems = [""] * text.num_rows
     for name, arrow_type in soft.items():
+        try:  # the whole column converts: nothing to judge value by value
+            text = text.set_column(text.column_names.index(name), name,
+                                   _cast(text[name], arrow_type))
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
         values = text[name].to_pylist()
         for i, value in enumerate(values):
             problem = _value_problem(value, arrow_type)

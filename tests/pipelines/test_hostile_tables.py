@@ -44,14 +44,23 @@ def _hostile_copy(files, out_dir, orphan_id: str):
         ",".join(photo[:9] + ["99999999999999999999"] + photo[10:]),  # past 64 bits
         ",".join(photo[:1] + ['"xclick'] + photo[2:]),                # a stray quote
         ",".join(photo[:1] + ['xcl"ick'] + photo[2:6] + ["0.7", "0.9"] + photo[8:]),
+        # Spellings Python's int() and float() take and Arrow's cast does not
+        ",".join(photo[:9] + ["0_0"] + photo[10:]),
+        ",".join(photo[:9] + ["+1"] + photo[10:]),
+        ",".join(photo[:4] + ["0.1_0"] + photo[5:]),
+        # A byte that is not UTF-8 (written through surrogateescape), in a selected row ...
+        ",".join([photo[0][:15] + "\udcff"] + photo[1:]),
     ]
-    unparseable = hostile[2:3]
+    unparseable = hostile[2:3] + hostile[5:]
+    # ... and in a row of a class nobody selected: one bad row, never the whole range.
+    other = next(l.split(",") for l in lines if l.split(",")[2] not in (HAMBURGER, SANDWICH))
+    hostile.append(",".join(other[:8] + ["\udcff"] + other[9:]))
     # An orphan box (no image row) whose photo a forged title row would claim.
     orphan = ",".join([orphan_id] + photo[1:])
     lines = lines + hostile + [orphan]
     random.Random(3).shuffle(lines)
     bbox = os.path.join(out_dir, "boxes.csv")
-    with open(bbox, "w") as f:
+    with open(bbox, "w", errors="surrogateescape") as f:
         f.write(header + "\n" + "\n".join(lines) + "\n")
     head, body = image_rows[0], image_rows[1:]
     forged = _csv_line([orphan_id] + body[0][1:])
@@ -84,9 +93,14 @@ def test_a_build_over_hostile_tables_completes_and_accounts_for_every_box(
     examples = report["invariant"]["examples"]
     with_box = [f for f in failures if f["mid"]]
     bad_rows = [f for f in failures if f["reason"] == "bad_row"]
-    # every selected box line is one example, one failure of its box, or one bad row
-    assert examples + len(with_box) + len(bad_rows) == len(selected)
-    assert len(bad_rows) == len(unparseable) == 1 and "64 bits" in bad_rows[0]["detail"]
+    # every selected box line is one example, one failure of its box, or one bad row (and
+    # one more bad row is the unselected line that is not UTF-8)
+    assert examples + len(with_box) + len(bad_rows) - 1 == len(selected)
+    assert len(bad_rows) == len(unparseable) + 1 == 6
+    details = " | ".join(sorted(f["detail"] for f in bad_rows))
+    for why in ("does not fit in 64 bits", "not an integer: '0_0'", "not an integer: '+1'",
+                "not a number: '0.1_0'", "invalid UTF8"):
+        assert why in details, details
     reasons = {(f["image_id"], f["reason"]) for f in with_box}
     assert ("feedfacecafebeef", "no_image_row") in reasons   # the forged row was not read
     assert any(r == "bad_box" for _, r in reasons)           # the 128 and -129 flags
