@@ -54,8 +54,10 @@ def entry(f: Failure) -> tuple[bytes, bytes]:
     return key, f.to_json().encode("utf-8")
 
 
-def merge_failures(slices: list[runs.RunSlice], path: str) -> None:
-    """Stream every failure run into one JSON Lines file, sorted like the records."""
-    with files.open_for_write(path) as f:
+def merge_failures(slices: list[runs.RunSlice], path: str) -> str:
+    """Stream every failure run into one JSON Lines file, sorted like the records; returns
+    the file's sha256."""
+    with files.open_for_write_hashed(path) as f:
         for _, value in runs.merge(slices):
             f.write(value + b"\n")
+    return f.hexdigest()

@@ -7,6 +7,8 @@ Local paths skip Beam's filesystem layer (fast, and no Beam import for `classes`
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import shutil
 import threading
@@ -92,6 +94,41 @@ def open_for_write(path: str) -> Iterator[BinaryIO]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class HashingWriter(io.RawIOBase):
+    """A writer that also takes the sha256 of what passes through it, so a file's digest
+    comes with writing it instead of reading it back (ParquetWriter writes through it)."""
+
+    def __init__(self, f: BinaryIO):
+        super().__init__()
+        self._f, self._sha, self._n = f, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self._f.write(data)
+        self._sha.update(data)
+        self._n += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._n
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+@contextlib.contextmanager
+def open_for_write_hashed(path: str) -> Iterator[HashingWriter]:
+    """open_for_write, through a HashingWriter: `hexdigest()` once the block is done."""
+    with open_for_write(path) as f:
+        yield HashingWriter(f)
 
 
 def exists(path: str) -> bool:

@@ -3,7 +3,9 @@
     open-sandwiches verify out/hamburger_sandwich/1.0.0
 
 Reads every shard (TFRecord or ArrayRecord, checking the format's own checksums), recounts examples per shard against
-`dataset_info.json`, checks each shard file's sha256 against `build_report.json`, and
+`dataset_info.json`, checks each shard file's sha256 against `build_report.json` (and
+the manifest's, failures.jsonl's and ATTRIBUTION.md's, taken as the build wrote them),
+recounts the invariant (planned boxes = manifest rows + fetch and crop failures), and
 decodes every example with the dataset's own feature spec (`features.json`, written from
 schemas/examples.py) to compare it with its `manifest.parquet` row: every column the two
 share (split and shard, image_id and box_index, label and label_index, mid, the box, the
@@ -27,8 +29,11 @@ import sys
 import pyarrow.parquet as pq
 
 from pipelines import files, shardio
-from pipelines.write import COMPLETED_FILE, MANIFEST_FILE, REPORT_FILE
+from pipelines.write import COMPLETED_FILE, FAILURES_FILE, MANIFEST_FILE, REPORT_FILE
 from schemas import examples
+from schemas.records import STAGE_CROP, STAGE_FETCH
+
+AFTER_PLAN_STAGES = (STAGE_FETCH, STAGE_CROP)  # as pipelines/failures.count_failures counts
 
 # Manifest columns that an example also holds (the rest, source, url, title and rotation,
 # are the manifest's alone).
@@ -114,6 +119,48 @@ def check_shard_digests(report: dict, info: dict, digests: dict[str, str]) -> li
     return problems
 
 
+def check_files(dataset_dir: str, report: dict) -> list[str]:
+    """manifest.parquet, failures.jsonl and ATTRIBUTION.md against the sha256 the build
+    took while writing them (`file_sha256`; reports of older builds have none)."""
+    problems = []
+    for name, recorded in sorted(report.get("file_sha256", {}).items()):
+        path = files.join_path(dataset_dir, name)
+        if not files.exists(path):
+            problems.append(f"{name}: missing")
+            continue
+        digest = hashlib.sha256(files.read_bytes(path)).hexdigest()
+        if digest != recorded:
+            problems.append(f"{name}: sha256 {digest}, {REPORT_FILE} says {recorded}")
+    return problems
+
+
+def check_invariant(dataset_dir: str, report: dict, manifest_rows: int) -> list[str]:
+    """The build's invariant, recounted from the files: planned boxes = examples (rows of
+    the manifest) + fetch and crop failures of planned boxes (records of failures.jsonl),
+    with nothing lost, and as the report says."""
+    inv = report.get("invariant")
+    if not isinstance(inv, dict):
+        return [f"{REPORT_FILE} has no invariant to check"]
+    after_plan = 0
+    path = files.join_path(dataset_dir, FAILURES_FILE)
+    if files.exists(path):
+        for line in files.read_bytes(path).splitlines():
+            record = json.loads(line)
+            after_plan += bool(record.get("mid")) and record.get("stage") in AFTER_PLAN_STAGES
+    problems = []
+    for what, counted, said in (("examples", manifest_rows, inv.get("examples")),
+                                ("fetch and crop failures", after_plan,
+                                 inv.get("fetch_and_crop_failures"))):
+        if counted != said:
+            problems.append(f"{what}: {counted} in the files, {REPORT_FILE} says {said}")
+    lost = (inv.get("planned_boxes") or 0) - manifest_rows - after_plan
+    if lost or inv.get("lost"):
+        problems.append(f"invariant: {inv.get('planned_boxes')} planned boxes, {manifest_rows} "
+                        f"examples + {after_plan} failures; lost {lost} "
+                        f"({REPORT_FILE} says {inv.get('lost')})")
+    return problems
+
+
 def changed_columns(manifest_row: dict, shard_row: dict) -> list[str]:
     """The shared columns in which an example differs from its manifest row."""
     return [c for c in SHARED_COLUMNS if manifest_row.get(c) != shard_row.get(c)]
@@ -133,7 +180,10 @@ def verify(dataset_dir: str) -> dict:
     found, digests, examples_read = read_shards(dataset_dir, info, problems)
     report_path = files.join_path(dataset_dir, REPORT_FILE)
     if files.exists(report_path):
-        problems += check_shard_digests(json.loads(files.read_bytes(report_path)), info, digests)
+        report = json.loads(files.read_bytes(report_path))
+        problems += check_shard_digests(report, info, digests)
+        problems += check_files(dataset_dir, report)
+        problems += check_invariant(dataset_dir, report, len(manifest))
     else:
         problems.append(f"no {REPORT_FILE}: the shards' sha256 cannot be checked")
     missing = sorted(set(expected) - set(found))

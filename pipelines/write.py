@@ -166,9 +166,11 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
             data_dir=layout.dir, features=examples.features(labels, layout.image_size), split_infos=split_infos,
             check_data=False, supervised_keys=(examples.IMAGE, examples.LABEL),
             **dataset_metadata(labels))
-    _merge_manifest(layout, by_split)
-    failures.merge_failures(failure_slices, layout.path(FAILURES_FILE))
-    _write_attribution(attribution_slices, layout.path(ATTRIBUTION_FILE))
+    file_digests = {MANIFEST_FILE: _merge_manifest(layout, by_split),
+                    FAILURES_FILE: failures.merge_failures(failure_slices,
+                                                           layout.path(FAILURES_FILE)),
+                    ATTRIBUTION_FILE: _write_attribution(attribution_slices,
+                                                         layout.path(ATTRIBUTION_FILE))}
     files.remove_tree(layout.parts_dir)
     counts = {label: {split: 0 for split in SPLITS} for label in labels}
     for info in shards:
@@ -185,6 +187,7 @@ def finalize(layout: DatasetLayout, labels, shards: list[ShardInfo],
                       "fetch_and_crop_failures": after_plan,
                       "lost": planned_boxes - n_examples - after_plan},
         "shard_sha256": dict(sorted(digests.items())),
+        "file_sha256": file_digests,
     }
 
 
@@ -193,14 +196,15 @@ def _split_order(split: str) -> tuple[int, str]:
     return (order.index(split) if split in order else len(order), split)
 
 
-def _merge_manifest(layout: DatasetLayout, by_split) -> None:
-    """Stream the manifest parts (split order, then shard) into one file."""
-    with files.open_for_write(layout.path(MANIFEST_FILE)) as f, \
-            pq.ParquetWriter(f, examples.MANIFEST_SCHEMA, compression="zstd") as writer:
-        for split in sorted(by_split, key=_split_order):
-            for shard in sorted(by_split[split]):
-                part = layout.manifest_part(split, shard)
-                writer.write_table(pq.read_table(io.BytesIO(files.read_bytes(part))))
+def _merge_manifest(layout: DatasetLayout, by_split) -> str:
+    """Stream the manifest parts (split order, then shard) into one file; its sha256."""
+    with files.open_for_write_hashed(layout.path(MANIFEST_FILE)) as f:
+        with pq.ParquetWriter(f, examples.MANIFEST_SCHEMA, compression="zstd") as writer:
+            for split in sorted(by_split, key=_split_order):
+                for shard in sorted(by_split[split]):
+                    part = layout.manifest_part(split, shard)
+                    writer.write_table(pq.read_table(io.BytesIO(files.read_bytes(part))))
+    return f.hexdigest()
 
 
 _ATTRIBUTION_HEAD = (
@@ -212,11 +216,11 @@ _ATTRIBUTION_HEAD = (
     "| ImageID | Title | Author | Licence | Source |\n|---|---|---|---|---|\n")
 
 
-def _write_attribution(slices: list[runs.RunSlice], path: str) -> None:
+def _write_attribution(slices: list[runs.RunSlice], path: str) -> str:
     """ATTRIBUTION.md: one row per photo with an example, in ImageID order, streamed from
-    the attribution runs (every crop of a photo wrote the same entry)."""
+    the attribution runs (every crop of a photo wrote the same entry); its sha256."""
     esc = lambda s: (s or "").replace("|", "\\|").replace("\n", " ")
-    with files.open_for_write(path) as f:
+    with files.open_for_write_hashed(path) as f:
         f.write(_ATTRIBUTION_HEAD.encode("utf-8"))
         last = None
         for key, value in runs.merge(slices):
@@ -226,6 +230,7 @@ def _write_attribution(slices: list[runs.RunSlice], path: str) -> None:
             title, author, license_, landing = json.loads(value)
             f.write(f"| {key.decode('ascii')} | {esc(title)} | {esc(author)} | "
                     f"{esc(license_)} | {esc(landing)} |\n".encode("utf-8"))
+    return f.hexdigest()
 
 
 def check_destination(layout: DatasetLayout, overwrite: bool) -> None:

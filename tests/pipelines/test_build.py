@@ -98,6 +98,8 @@ def test_rebuild_in_multiprocessing_mode_gives_identical_shards(built, _photo_si
     a = json.loads((folder / write.REPORT_FILE).read_text())
     b = json.loads((other / write.REPORT_FILE).read_text())
     assert a["fingerprint"] == b["fingerprint"] and a["shard_sha256"] == b["shard_sha256"]
+    # and the files around them, whatever the bundles were (a fresh cache: same failures)
+    assert a["file_sha256"] == b["file_sha256"]
 
 
 def test_completed_dataset_is_not_overwritten_without_the_flag(built, capsys):

@@ -110,3 +110,44 @@ def test_a_record_that_is_not_an_example_is_reported(copy):
     result = verify.verify(str(copy))
     assert not result["ok"] and result["missing"] == 1
     assert any(p.startswith(f"{shard.name}: record 1 is not an example") for p in result["problems"])
+
+
+def _report(folder) -> dict:
+    return json.loads((folder / write.REPORT_FILE).read_text())
+
+
+def test_a_manifest_edit_in_a_column_shards_do_not_hold_fails(copy):
+    """source_sha256 is the manifest's alone (verify --against trusts it): an edit there
+    is caught by the manifest's own sha256, taken as the build wrote it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pq.read_table(copy / write.MANIFEST_FILE)
+    forged = table.set_column(table.column_names.index("source_sha256"), "source_sha256",
+                              pa.array(["0" * 64] * table.num_rows))
+    pq.write_table(forged, copy / write.MANIFEST_FILE)
+    result = verify.verify(str(copy))
+    assert not result["ok"]
+    assert any(p.startswith(f"{write.MANIFEST_FILE}: sha256") for p in result["problems"])
+
+
+def test_a_forged_failure_record_fails_the_file_digest_and_the_recount(copy):
+    """A box claimed as failed that the build made an example of (or any edit of
+    failures.jsonl) breaks its digest, and the recount of the invariant."""
+    forged = {"box_index": 0, "detail": "forged", "image_id": "0123456789abcdef",
+              "mid": "/m/0cdn1", "reason": "not_found", "stage": "fetch", "url": ""}
+    with open(copy / write.FAILURES_FILE, "a") as f:
+        f.write(json.dumps(forged, sort_keys=True) + "\n")
+    said = _report(copy)["invariant"]["fetch_and_crop_failures"]
+    problems = verify.verify(str(copy))["problems"]
+    assert any(p.startswith(f"{write.FAILURES_FILE}: sha256") for p in problems), problems
+    assert f"fetch and crop failures: {said + 1} in the files, {write.REPORT_FILE} says {said}" \
+        in problems
+    assert any(p.startswith("invariant:") for p in problems)
+
+
+def test_a_report_that_claims_a_loss_fails(copy):
+    report = _report(copy)
+    report["invariant"]["lost"] = 5
+    (copy / write.REPORT_FILE).write_text(json.dumps(report))
+    problems = verify.verify(str(copy))["problems"]
+    assert problems and all(p.startswith("invariant:") for p in problems), problems
