@@ -51,6 +51,9 @@ PARTS_DIR = ".plan-parts"
 log = logging.getLogger(__name__)
 
 
+MAX_BUCKETS = 1024  # photo buckets (plan files) at most
+
+
 @dataclasses.dataclass(frozen=True)
 class PlanConfig:
     """Everything the plan stage needs, checked while the pipeline is being built."""
@@ -68,9 +71,11 @@ class PlanConfig:
     @property
     def num_buckets(self) -> int:
         """Two buckets of photos per range of input: a bucket's join then holds about half
-        a range's rows, even when every row of the tables is selected."""
+        a range's rows, even when every row of the tables is selected. At most MAX_BUCKETS
+        (a plan file each), however small --scan_range_mb: the whole of Open Images at the
+        default 64 MiB ranges is ~60."""
         data = sum(t.size - t.header_end for t in self.box_tables + self.image_tables)
-        return max(1, 2 * math.ceil(data / self.range_bytes))
+        return max(1, min(MAX_BUCKETS, 2 * math.ceil(data / self.range_bytes)))
 
     @property
     def join_spec(self) -> join.JoinSpec:
@@ -101,8 +106,9 @@ class PlanConfig:
                                     list(c.exclude), c.relabel_to_parent)
         if s.max_per_class < 0:
             raise ValueError("--max_per_class must be 0 (no limit) or positive")
-        if t.scan_range_mb <= 0:
-            raise ValueError("--scan_range_mb must be positive")
+        if not 0 < t.scan_range_mb < math.inf:  # also refuses nan
+            raise ValueError(f"--scan_range_mb must be a positive number of MiB, not "
+                             f"{t.scan_range_mb}")
         config = cls(
             label_set=label_set,
             box_tables=tuple(scan.open_table(p, openimages.BOXES) for p in bbox_csv),

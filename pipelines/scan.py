@@ -89,7 +89,7 @@ class BadRow:
     """A record that could not be parsed: where it was and why."""
 
     path: str
-    offset: int
+    offset: int  # where the chunk (or, for a line found by halving, the line) starts
     text: str
     reason: str
     image_id: str = ""  # when the record starts with a valid ImageID

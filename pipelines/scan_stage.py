@@ -68,7 +68,8 @@ def scan_report(tables: Iterable[scan.TableFile], scans: Mapping[str, TableScan]
 def _bad_row_failures(stage: str, bad: list[scan.BadRow]) -> pa.Table:
     return pa.Table.from_pylist([{
         "stage": stage, "image_id": "", "box_index": -1, "url": "", "reason": BAD_ROW,
-        "detail": f"{b.path} (record at byte {b.offset}): {b.reason}: {b.text!r}", "mid": ""}
+        "detail": f"{b.path} (a record at or after byte {b.offset}): {b.reason}: {b.text!r}",
+        "mid": ""}
         for b in bad], schema=FAILURE_SCHEMA)
 
 

@@ -116,6 +116,8 @@ def test_main_prints_the_summary_table(small_catalog, tmp_path, capsys):
     (lambda f, t: ["--bbox_csv", str(t / "missing.csv")], "input file not found"),
     (lambda f, t: ["--bbox_csv", f.images_csv], "match no known Open Images boxes table"),
     (lambda f, t: ["--split_fractions", "0.5", "0.5", "0.5"], "sum to 1"),
+    (lambda f, t: ["--scan_range_mb", "inf"], "--scan_range_mb must be a positive number"),
+    (lambda f, t: ["--scan_range_mb", "nan"], "--scan_range_mb must be a positive number"),
 ])
 def test_mistakes_fail_before_the_pipeline_with_a_clear_message(
         small_catalog, tmp_path, capsys, change, message):
@@ -124,3 +126,11 @@ def test_mistakes_fail_before_the_pipeline_with_a_clear_message(
     assert plan.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_tiny_ranges_make_at_most_max_buckets_plan_files(small_catalog):
+    """Two buckets per range, but a plan never writes more than MAX_BUCKETS files, however
+    small the ranges (a 16 KB table at 1e-9 MiB once asked for 32,312)."""
+    _, config, _ = plan.prepare(["--classes", "Hamburger", *small_catalog.flags(),
+                                 "--output_dir", "unused", "--scan_range_mb", "1e-9"])
+    assert config.num_buckets == plan.MAX_BUCKETS
