@@ -254,10 +254,11 @@ def _shutdown(conn, g: _Guard) -> None:
     """Wake a blocked read on this connection's socket, if it still serves the expired
     request `g` (a pooled connection may since serve another; caller holds the lock).
 
-    The socket is the one the connection opened, not `conn.sock`: for an answer that
-    ends the connection (`Connection: close`, HTTP/1.0) http.client sets `conn.sock` to
-    None and leaves the socket to the response, whose reads must still be cut."""
-    sock = getattr(conn, "_raw_sock", None) or getattr(conn, "sock", None)
+    The socket is `conn.sock` or, once http.client has let go of it, the one the
+    connection last connected: for an answer that ends the connection (`Connection:
+    close`, HTTP/1.0) http.client sets `conn.sock` to None and leaves the socket to the
+    response, whose reads must still be cut."""
+    sock = getattr(conn, "sock", None) or getattr(conn, "_raw_sock", None)
     if sock is None or getattr(conn, "_guard", None) is not g:
         return
     try:  # the plain socket's shutdown: SSLSocket.shutdown would touch SSL state
@@ -280,7 +281,7 @@ class _Watched:
 
     allow_private = False
     _guard = None
-    _raw_sock = None  # the connection's socket, also once http.client has let go of it
+    _raw_sock = None  # the connected socket (TLS-wrapped for https), kept past its release
 
     def request(self, *args, **kwargs):
         watchdog = getattr(_current, "watchdog", None)
@@ -291,8 +292,12 @@ class _Watched:
     def _new_conn(self):
         sock = super()._new_conn()
         _check_peer(sock, self.allow_private)
-        self._raw_sock = sock
         return sock
+
+    def connect(self):
+        super().connect()
+        # After TLS wrapping, for https: the socket `_new_conn` made is detached by then.
+        self._raw_sock = self.sock
 
 
 class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):

@@ -1,6 +1,9 @@
 """Deadlines and Retry-After: trickling bodies are cut, slow sources hand over, headers parse."""
+import datetime
 import email.utils
+import ipaddress
 import socketserver
+import ssl
 import threading
 import time
 
@@ -186,3 +189,60 @@ def test_a_chunked_answer_with_a_content_length_is_read_as_chunked(framed_server
     got = fetch.Fetcher(fetch_test_config(tmp_path)).fetch(
         _row(f"{framed_server}/chunked/0123456789abcdef.jpg"))
     assert got.data == JPEG
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+class _TLSFramedServer(_FramedServer):
+    def __init__(self, context: ssl.SSLContext):
+        super().__init__(("127.0.0.1", 0), _Framed)
+        self.context = context
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        return self.context.wrap_socket(sock, server_side=True), addr
+
+
+@pytest.mark.parametrize("framing", ["close", "unframed"])
+def test_the_deadline_holds_over_https(tmp_path, framing):
+    """The CVDF mirror is https: after TLS wrapping, the socket a connection first made is
+    detached, and the watchdog must cut the TLS socket's reads instead."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv = _TLSFramedServer(context)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        fetcher = fetch.Fetcher(fetch_test_config(tmp_path, deadline_s=1.0, fetch_attempts=1))
+        fetcher._http._session.verify = cert  # trust the test's certificate, nothing else
+        start = time.monotonic()
+        with pytest.raises(fetch.FetchFailed) as err:
+            fetcher.fetch(_row(f"https://127.0.0.1:{srv.server_address[1]}/{framing}/"
+                               "0123456789abcdef.jpg"))
+        assert time.monotonic() - start < 20  # generous: the trickle alone takes minutes
+        assert err.value.reason == fetch.TIMEOUT, err.value.detail
+        assert "cut at the deadline" in err.value.detail
+    finally:
+        srv.shutdown()
+        srv.server_close()
