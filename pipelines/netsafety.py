@@ -40,6 +40,8 @@ ALLOWED_SCHEMES = ("http", "https")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")           # RFC 6052: IPv4 in the last 32 bits
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")   # RFC 8215: local-use, any layout
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")          # deprecated ::a.b.c.d
+# Metadata services outside link-local space: AWS's IPv6 endpoint (a unique-local address).
+_METADATA = {ipaddress.ip_address("fd00:ec2::254")}
 
 
 class BlockedURL(Exception):
@@ -73,12 +75,18 @@ def _is_internal(address: str) -> bool:
 
 
 def _is_link_local(address: str) -> bool:
-    """169.254/16 or fe80::/10, also inside an IPv6 address: refused even with
-    --allow_private_network, since that is where a cloud's metadata service answers."""
+    """169.254/16 or fe80::/10, also inside an IPv6 address (local-use NAT64 included), or
+    a cloud's metadata address: refused even with --allow_private_network, since that is
+    where a metadata service answers."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and any(v4.is_link_local
-                                                     for v4 in embedded_ipv4(ip)):
+    if ip in _METADATA:
         return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = embedded_ipv4(ip)
+        if ip in _NAT64_LOCAL:
+            carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(v4.is_link_local for v4 in carried):
+            return True
     return ip.is_link_local
 
 
@@ -158,8 +166,8 @@ def check_prepared(prepared: str, allow_private: bool = False) -> None:
     internal = sorted({a for a in addresses if refused(a)})
     if internal:
         if allow_private:
-            raise BlockedURL(f"host {host!r} {verb} link-local address {internal[0]}, "
-                             f"refused even with --allow_private_network")
+            raise BlockedURL(f"host {host!r} {verb} link-local or metadata address "
+                             f"{internal[0]}, refused even with --allow_private_network")
         raise BlockedURL(f"host {host!r} {verb} non-public address {internal[0]}; "
                          f"pass --allow_private_network to allow it")
 
@@ -272,7 +280,7 @@ def _check_peer(sock: socket.socket, allow_private: bool) -> None:
     address = sock.getpeername()[0]
     if _refused(allow_private)(address):
         sock.close()
-        kind = "link-local" if allow_private else "non-public"
+        kind = "link-local or metadata" if allow_private else "non-public"
         raise BlockedURL(f"connection reached {kind} address {address}")
 
 

@@ -45,6 +45,10 @@ _PROBE = 1 << 16
 # to the next plain line start, so one range can never swallow a whole file.
 _RESYNC_LIMIT = 1 << 20
 DEFAULT_RANGE_BYTES = 64 << 20
+MAX_RANGES = 100_000  # per table, however small --scan_range_mb (each is a Beam element)
+# Lines of one box-table chunk that may fail alone (found by halving the chunk) before the
+# cause is taken to be something other than bad lines, and the chunk's error raised.
+MAX_UNREADABLE_LINES = 1000
 _QUOTED = re.compile(r'^"(.*)"$', re.DOTALL)
 
 
@@ -118,9 +122,11 @@ def open_table(path: str, kind: str) -> TableFile:
 
 
 def split_ranges(table: TableFile, range_bytes: int = DEFAULT_RANGE_BYTES) -> list[ByteRange]:
-    """Cut a table's data bytes into ranges of about `range_bytes` (not yet aligned)."""
+    """Cut a table's data bytes into ranges of about `range_bytes` (not yet aligned), and
+    into MAX_RANGES at most, however small `range_bytes` (each range is a Beam element)."""
     if range_bytes <= 0:
         raise ValueError("range_bytes must be positive")
+    range_bytes = max(range_bytes, -(-(table.size - table.header_end) // MAX_RANGES))
     starts = range(table.header_end, table.size, range_bytes)
     return [ByteRange(table, s, min(s + range_bytes, table.size), i)
             for i, s in enumerate(starts)]
@@ -243,9 +249,10 @@ def parse_and_filter(data: bytes, table: TableFile, offset: int, columns: tuple[
     Fast path: one typed pyarrow read and a vectorised `is_in` filter. If a value does not
     convert (an "abc" coordinate, an integer past 64 bits), the chunk is read again as
     text, the key filter applied, and each column converted with only its bad values
-    failing their rows (`BadRow`s). If even that fails (a byte that is not UTF-8, or
-    anything else nobody foresaw), a box table's chunk is halved at a line boundary until
-    the lines that fail are alone: each becomes one BadRow and the rest parse as usual.
+    failing their rows (`BadRow`s). If even that fails, a box table's lines that are not
+    UTF-8 become BadRows (one pass), and should the rest still fail (anything nobody
+    foresaw), the chunk is halved at line boundaries until the lines that fail are alone:
+    each becomes one BadRow, up to MAX_UNREADABLE_LINES, and the rest parse as usual.
 
     Returns:
       (typed table with `columns`, rows that could not be parsed, rows read in all).
@@ -253,21 +260,55 @@ def parse_and_filter(data: bytes, table: TableFile, offset: int, columns: tuple[
     keys_ = _with_quoted(keys_, table)
     try:
         return _parse_and_filter(data, table, offset, columns, key_column, keys_)
-    except Exception as err:
+    except Exception:
         if table.quoted:  # records may span lines: no line is a record of its own
             raise
-        return _bisect(data, table, offset, columns, key_column, keys_, err)
+    clean, not_utf8 = _without_bad_utf8(data, table, offset)
+    try:
+        t, bad, n = _parse_and_filter(clean, table, offset, columns, key_column, keys_)
+    except Exception as err:
+        t, bad, n = _bisect(clean, table, offset, columns, key_column, keys_, err,
+                            [MAX_UNREADABLE_LINES])
+    return t, sorted(bad + not_utf8, key=lambda b: b.offset), n + len(not_utf8)
+
+
+def _without_bad_utf8(data: bytes, table: TableFile, offset: int
+                      ) -> tuple[bytes, list[BadRow]]:
+    """A box-table chunk less its lines that are not UTF-8, each a BadRow at its own
+    offset: found in one pass, where halving would parse the chunk again per bad line."""
+    try:
+        data.decode("utf-8")
+        return data, []
+    except UnicodeDecodeError:
+        pass
+    kept, bad, pos = [], [], 0
+    for line in data.splitlines(keepends=True):  # at CR, LF or CRLF, as the CSV reader
+        try:
+            line.decode("utf-8")
+            kept.append(line)
+        except UnicodeDecodeError as err:
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            bad.append(BadRow(table.path, offset + pos, text[:500],
+                              f"not UTF-8: {err.reason} at byte {err.start} of the line",
+                              _leading_image_id(text)))
+        pos += len(line)
+    return b"".join(kept), bad
 
 
 def _bisect(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...],
-            key_column: str, keys_: pa.Array, err: Exception
+            key_column: str, keys_: pa.Array, err: Exception, budget: list[int]
             ) -> tuple[pa.Table, list[BadRow], int]:
-    """parse_and_filter of an unquoted chunk that raised `err`, one half at a time."""
+    """parse_and_filter of an unquoted chunk that raised `err`, one half at a time.
+    `budget` counts the lines that may still fail alone: past MAX_UNREADABLE_LINES the
+    cause is not a few bad lines, and the chunk's error is raised as it is."""
     body = data.rstrip(b"\r\n")
     cut = body.rfind(b"\n", 0, len(body) // 2 + 1) + 1 if b"\n" in body else 0
     if cut <= 0:
         cut = body.find(b"\n") + 1
     if cut <= 0:  # one line: it alone fails
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise err
         text = data.decode("utf-8", "replace").rstrip("\r\n")
         reason = f"unreadable: {type(err).__name__}: {err}"[:300]
         types = table.layout.arrow_types(columns)
@@ -279,7 +320,8 @@ def _bisect(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...]
         try:
             t, b, n = _parse_and_filter(part, table, offset + start, columns, key_column, keys_)
         except Exception as part_err:
-            t, b, n = _bisect(part, table, offset + start, columns, key_column, keys_, part_err)
+            t, b, n = _bisect(part, table, offset + start, columns, key_column, keys_,
+                              part_err, budget)
         out_tables.append(t)
         out_bad += b
         read += n

@@ -29,11 +29,13 @@ import sys
 import pyarrow.parquet as pq
 
 from pipelines import files, shardio
-from pipelines.write import COMPLETED_FILE, FAILURES_FILE, MANIFEST_FILE, REPORT_FILE
+from pipelines.write import (ATTRIBUTION_FILE, COMPLETED_FILE, FAILURES_FILE, MANIFEST_FILE,
+                             REPORT_FILE)
 from schemas import examples
 from schemas.records import STAGE_CROP, STAGE_FETCH
 
 AFTER_PLAN_STAGES = (STAGE_FETCH, STAGE_CROP)  # as pipelines/failures.count_failures counts
+DIGESTED_FILES = (MANIFEST_FILE, FAILURES_FILE, ATTRIBUTION_FILE)  # build_report's file_sha256
 
 # Manifest columns that an example also holds (the rest, source, url, title and rotation,
 # are the manifest's alone).
@@ -122,8 +124,15 @@ def check_shard_digests(report: dict, info: dict, digests: dict[str, str]) -> li
 def check_files(dataset_dir: str, report: dict) -> list[str]:
     """manifest.parquet, failures.jsonl and ATTRIBUTION.md against the sha256 the build
     took while writing them (`file_sha256`; reports of older builds have none)."""
+    recorded_digests = report.get("file_sha256", {})
+    if not isinstance(recorded_digests, dict):
+        return [f"{REPORT_FILE}: file_sha256 is not a mapping of file names to sha256"]
     problems = []
-    for name, recorded in sorted(report.get("file_sha256", {}).items()):
+    for name, recorded in sorted(recorded_digests.items()):
+        if name not in DIGESTED_FILES:  # never a path of the report's choosing
+            problems.append(f"{REPORT_FILE}: file_sha256 names {name!r}, not one of "
+                            f"{', '.join(DIGESTED_FILES)}")
+            continue
         path = files.join_path(dataset_dir, name)
         if not files.exists(path):
             problems.append(f"{name}: missing")
@@ -139,21 +148,26 @@ def check_invariant(dataset_dir: str, report: dict, manifest_rows: int) -> list[
     the manifest) + fetch and crop failures of planned boxes (records of failures.jsonl),
     with nothing lost, and as the report says."""
     inv = report.get("invariant")
-    if not isinstance(inv, dict):
-        return [f"{REPORT_FILE} has no invariant to check"]
-    after_plan = 0
+    if not isinstance(inv, dict) or not all(
+            isinstance(inv.get(k), int) for k in ("planned_boxes", "examples",
+                                                  "fetch_and_crop_failures", "lost")):
+        return [f"{REPORT_FILE} has no invariant to check (planned_boxes, examples, "
+                f"fetch_and_crop_failures and lost, as whole numbers)"]
+    after_plan, problems = 0, []
     path = files.join_path(dataset_dir, FAILURES_FILE)
     if files.exists(path):
-        for line in files.read_bytes(path).splitlines():
-            record = json.loads(line)
-            after_plan += bool(record.get("mid")) and record.get("stage") in AFTER_PLAN_STAGES
-    problems = []
+        for n, line in enumerate(files.read_bytes(path).splitlines(), 1):
+            try:
+                record = json.loads(line)
+                after_plan += bool(record.get("mid")) and record.get("stage") in AFTER_PLAN_STAGES
+            except (ValueError, AttributeError):
+                problems.append(f"{FAILURES_FILE} line {n} is not a failure record")
     for what, counted, said in (("examples", manifest_rows, inv.get("examples")),
                                 ("fetch and crop failures", after_plan,
                                  inv.get("fetch_and_crop_failures"))):
         if counted != said:
             problems.append(f"{what}: {counted} in the files, {REPORT_FILE} says {said}")
-    lost = (inv.get("planned_boxes") or 0) - manifest_rows - after_plan
+    lost = inv["planned_boxes"] - manifest_rows - after_plan
     if lost or inv.get("lost"):
         problems.append(f"invariant: {inv.get('planned_boxes')} planned boxes, {manifest_rows} "
                         f"examples + {after_plan} failures; lost {lost} "
@@ -180,7 +194,13 @@ def verify(dataset_dir: str) -> dict:
     found, digests, examples_read = read_shards(dataset_dir, info, problems)
     report_path = files.join_path(dataset_dir, REPORT_FILE)
     if files.exists(report_path):
-        report = json.loads(files.read_bytes(report_path))
+        try:
+            report = json.loads(files.read_bytes(report_path))
+        except ValueError as err:
+            report = {"unreadable": str(err)}
+        if not isinstance(report, dict) or "unreadable" in report:
+            problems.append(f"{REPORT_FILE} is not a build report")
+            report = {}
         problems += check_shard_digests(report, info, digests)
         problems += check_files(dataset_dir, report)
         problems += check_invariant(dataset_dir, report, len(manifest))

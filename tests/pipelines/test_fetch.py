@@ -158,7 +158,8 @@ def test_names_and_addresses_of_internal_hosts_are_refused(url):
 
 
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]/",
-                                 "http://[2002:a9fe:a9fe::]/", "http://[::ffff:169.254.169.254]/"])
+                                 "http://[2002:a9fe:a9fe::]/", "http://[::ffff:169.254.169.254]/",
+                                 "http://[fd00:ec2::254]/", "http://[64:ff9b:1::a9fe:a9fe]/"])
 def test_link_local_addresses_are_refused_even_with_allow_private_network(url):
     """--allow_private_network is for a mirror on the LAN or 127.0.0.1, never for the
     cloud's metadata service."""

@@ -98,3 +98,61 @@ def test_missing_file_and_compressed_file_fail_before_reading(tmp_path):
     gz.write_bytes(b"\x1f\x8b")
     with pytest.raises(openimages.TableFormatError, match="decompress"):
         scan.open_table(str(gz), openimages.BOXES)
+
+
+def _box_chunk(tmp_path, n: int) -> tuple[scan.TableFile, int, bytes, list[str]]:
+    """A box table of n Hamburger lines, as one chunk: (table, offset, data, lines)."""
+    header = ",".join(openimages.variant_by_name("boxes_13").columns)
+    lines = [f"{i:016x},xclick,/m/0cdn1,1,0.1,0.5,0.2,0.6,0,0,0,0,0" for i in range(n)]
+    path = tmp_path / "boxes.csv"
+    path.write_text("\n".join([header, *lines]) + "\n")
+    table = scan.open_table(str(path), openimages.BOXES)
+    with open(path, "rb") as f:
+        offset, data = scan.read_range(f, scan.split_ranges(table, 1 << 20)[0])
+    return table, offset, data, lines
+
+
+def test_a_chunk_that_fails_for_an_unforeseen_reason_costs_only_its_failing_lines(
+        tmp_path, monkeypatch):
+    """Halving finds the lines that fail, each one bad row, and the rest parse; past
+    MAX_UNREADABLE_LINES the cause is not a few lines, and the error is raised."""
+    table, offset, data, lines = _box_chunk(tmp_path, 200)
+    poison = {lines[7][:16], lines[120][:16], lines[199][:16]}
+    real = scan._parse_and_filter
+
+    def fails_on_poison(chunk, *args):
+        if any(p.encode() in chunk for p in poison):
+            raise RuntimeError("nobody foresaw this")
+        return real(chunk, *args)
+    monkeypatch.setattr(scan, "_parse_and_filter", fails_on_poison)
+    t, bad, n = scan.parse_and_filter(data, table, offset, scan_rows.BOX_COLUMNS, "LabelName",
+                                      pa.array(["/m/0cdn1"]))
+    assert sorted(b.image_id for b in bad) == sorted(poison)
+    assert all("RuntimeError: nobody foresaw this" in b.reason for b in bad)
+    assert t.num_rows == 197 and n == 200
+    # the offsets name the lines themselves
+    assert {data[b.offset - offset:][:16].decode() for b in bad} == poison
+    monkeypatch.setattr(scan, "MAX_UNREADABLE_LINES", 2)
+    with pytest.raises(RuntimeError, match="nobody foresaw"):
+        scan.parse_and_filter(data, table, offset, scan_rows.BOX_COLUMNS, "LabelName",
+                              pa.array(["/m/0cdn1"]))
+
+
+def test_lines_that_are_not_utf8_are_found_in_one_pass(tmp_path, monkeypatch):
+    table, offset, data, lines = _box_chunk(tmp_path, 50)
+    broken = data.replace(lines[3].encode(), lines[3][:-1].encode() + b"\xff")
+    monkeypatch.setattr(scan, "_bisect", None)  # halving is not needed for these
+    t, bad, n = scan.parse_and_filter(broken, table, offset, scan_rows.BOX_COLUMNS,
+                                      "LabelName", pa.array(["/m/0cdn1"]))
+    assert [b.image_id for b in bad] == [lines[3][:16]] and "not UTF-8" in bad[0].reason
+    assert broken[bad[0].offset - offset:].startswith(lines[3][:16].encode())
+    assert t.num_rows == 49 and n == 50
+
+
+def test_a_table_is_cut_into_max_ranges_at_most(tmp_path, monkeypatch):
+    table, _, _, _ = _box_chunk(tmp_path, 100)
+    monkeypatch.setattr(scan, "MAX_RANGES", 10)
+    ranges = scan.split_ranges(table, 1)
+    assert len(ranges) <= 10
+    assert ranges[0].start == table.header_end and ranges[-1].end == table.size
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))

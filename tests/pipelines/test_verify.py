@@ -151,3 +151,19 @@ def test_a_report_that_claims_a_loss_fails(copy):
     (copy / write.REPORT_FILE).write_text(json.dumps(report))
     problems = verify.verify(str(copy))["problems"]
     assert problems and all(p.startswith("invariant:") for p in problems), problems
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r, f: r.update(file_sha256=["x"]), "file_sha256 is not a mapping"),
+    (lambda r, f: r["file_sha256"].update({"../../../../etc/hostname": "0" * 64}),
+     "file_sha256 names '../../../../etc/hostname'"),
+    (lambda r, f: r["invariant"].update(planned_boxes="many"), "has no invariant to check"),
+    (lambda r, f: (f / write.FAILURES_FILE).write_bytes(b"{not json\n[1, 2]\n"),
+     "line 1 is not a failure record"),
+])
+def test_a_hostile_report_or_failures_file_is_a_problem_not_a_crash(copy, edit, problem):
+    report = _report(copy)
+    edit(report, copy)
+    (copy / write.REPORT_FILE).write_text(json.dumps(report))
+    result = verify.verify(str(copy))
+    assert not result["ok"] and any(problem in p for p in result["problems"]), result
