@@ -99,7 +99,7 @@ def test_a_build_over_hostile_tables_completes_and_accounts_for_every_box(
     assert len(bad_rows) == len(unparseable) + 1 == 6
     details = " | ".join(sorted(f["detail"] for f in bad_rows))
     for why in ("does not fit in 64 bits", "not an integer: '0_0'", "not an integer: '+1'",
-                "not a number: '0.1_0'", "invalid UTF8"):
+                "not a number: '0.1_0'", "not UTF-8"):
         assert why in details, details
     reasons = {(f["image_id"], f["reason"]) for f in with_box}
     assert ("feedfacecafebeef", "no_image_row") in reasons   # the forged row was not read
