@@ -51,7 +51,8 @@ class Reason:
 _PLAN = (
     Reason(STAGE_SCAN_BOXES, "bad_row", False, False,
            "a box-table line that does not parse into the table's columns (wrong field count, "
-           "a number that is not one or does not fit); `detail` quotes it",
+           "a number that is not one or does not fit, bytes that are not UTF-8); `detail` "
+           "quotes it",
            "check that the file is the box table it claims to be; the other lines are kept"),
     Reason(STAGE_SCAN_BOXES, "bad_box", False, False,
            "NaN, out-of-range or inverted coordinates, or an Is* flag other than -1, 0, 1",
