@@ -311,10 +311,8 @@ def _bisect(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...]
             raise err
         text = data.decode("utf-8", "replace").rstrip("\r\n")
         reason = f"unreadable: {type(err).__name__}: {err}"[:300]
-        types = table.layout.arrow_types(columns)
-        empty = pa.schema([(c, types[c]) for c in columns]).empty_table()
-        return empty, [BadRow(table.path, offset, text[:500], reason,
-                              _leading_image_id(text))], 1
+        return _empty(table, columns), [BadRow(table.path, offset, text[:500], reason,
+                                               _leading_image_id(text))], 1
     out_tables, out_bad, read = [], [], 0
     for start, part in ((0, data[:cut]), (cut, data[cut:])):
         try:
@@ -328,13 +326,17 @@ def _bisect(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...]
     return pa.concat_tables(out_tables), out_bad, read
 
 
+def _empty(table: TableFile, columns: tuple[str, ...]) -> pa.Table:
+    types = table.layout.arrow_types(columns)
+    return pa.schema([(c, types[c]) for c in columns]).empty_table()
+
+
 def _parse_and_filter(data: bytes, table: TableFile, offset: int, columns: tuple[str, ...],
                       key_column: str, keys_: pa.Array) -> tuple[pa.Table, list[BadRow], int]:
     types = table.layout.arrow_types(columns)
-    schema = pa.schema([(c, types[c]) for c in columns])
     bad: list[BadRow] = []
     if not data:
-        return schema.empty_table(), bad, 0
+        return _empty(table, columns), bad, 0
     try:
         parsed = _read_csv(data, table, offset, columns, types, bad)
         kept = _unquote(parsed.filter(pc.is_in(parsed[key_column], value_set=keys_)), table)
@@ -376,14 +378,8 @@ def convert_text(text: pa.Table, types: dict[str, pa.DataType], path: str,
     for name, arrow_type in types.items():
         if name not in text.column_names or pa.types.is_string(arrow_type):
             continue
-        try:
-            _cast(text[name], arrow_type)
-            continue  # the whole column converts
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        for i, value in enumerate(text[name].to_pylist()):
-            problem = _value_problem(value, arrow_type)
-            if problem and ok[i]:
+        for i, problem in _value_problems(text[name], arrow_type):
+            if ok[i]:
                 ok[i], why[i] = False, f"{name}: {problem}"
     bad = [BadRow(path, offset, ",".join(str(v) for v in row.values())[:500], why[i],
                   _leading_image_id(str(row.get("ImageID", ""))))
@@ -401,19 +397,44 @@ def _cast(col: pa.ChunkedArray, arrow_type: pa.DataType) -> pa.ChunkedArray:
     return pc.cast(pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col), arrow_type)
 
 
-def _value_problem(value: str, arrow_type: pa.DataType) -> str:
-    """Why one CSV text value does not convert to `arrow_type`, or ''.
+_JUDGED_TOGETHER = 1024  # values cast at once when looking for the ones that do not convert
 
-    Judged by Arrow's own cast, the one that converts the column: Python's int() and
-    float() accept spellings Arrow does not ('0_0', '+1', '١'), and a row kept on their
-    word would fail the whole column's cast later."""
-    if value == "":
-        return ""
+
+def _casts(col: pa.ChunkedArray | pa.Array, arrow_type: pa.DataType) -> bool:
+    """Whether Arrow's cast, the one that converts the column, takes these text values."""
     try:
-        pc.cast(pa.array([value], pa.string()), arrow_type)
-        return ""
+        _cast(col, arrow_type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+        return False
+    return True
+
+
+def _value_problems(col: pa.ChunkedArray, arrow_type: pa.DataType) -> list[tuple[int, str]]:
+    """(row, why) for each text value of a column that does not convert to `arrow_type`.
+
+    Judged by Arrow's own cast: Python's int() and float() accept spellings Arrow does not
+    ('0_0', '+1', '١'), and a row kept on their word would fail the column's cast later.
+    Vectorised: the whole column first, then slices of _JUDGED_TOGETHER, and value by
+    value only inside a slice that fails."""
+    if _casts(col, arrow_type):
+        return []
+    values = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    out = []
+    for start in range(0, len(values), _JUDGED_TOGETHER):
+        piece = values.slice(start, _JUDGED_TOGETHER)
+        if _casts(piece, arrow_type):
+            continue
+        for i, value in enumerate(piece.to_pylist(), start):
+            problem = _value_problem(value, arrow_type)
+            if problem:
+                out.append((i, problem))
+    return out
+
+
+def _value_problem(value: str, arrow_type: pa.DataType) -> str:
+    """Why one CSV text value does not convert to `arrow_type` (by Arrow's cast), or ''."""
+    if value == "" or _casts(pa.array([value], pa.string()), arrow_type):
+        return ""
     if pa.types.is_integer(arrow_type):
         bits = arrow_type.bit_width
         try:
@@ -517,20 +538,15 @@ def _soft_convert(text: pa.Table, soft: dict[str, pa.DataType]) -> pa.Table:
     and the row's `problem` names it."""
     problems = [""] * text.num_rows
     for name, arrow_type in soft.items():
-        try:  # the whole column converts: nothing to judge value by value
-            text = text.set_column(text.column_names.index(name), name,
-                                   _cast(text[name], arrow_type))
-            continue
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        values = text[name].to_pylist()
-        for i, value in enumerate(values):
-            problem = _value_problem(value, arrow_type)
-            if problem:
+        column = text[name]
+        bad = _value_problems(column, arrow_type)
+        if bad:
+            values = column.to_pylist()
+            for i, problem in bad:
                 values[i] = ""
                 problems[i] = problems[i] or f"{name} {problem}"
-        column = _cast(pa.chunked_array([pa.array(values, pa.string())]), arrow_type)
-        text = text.set_column(text.column_names.index(name), name, column)
+            column = pa.chunked_array([pa.array(values, pa.string())])
+        text = text.set_column(text.column_names.index(name), name, _cast(column, arrow_type))
     return text.append_column("problem", pa.array(problems, pa.string()))
 
 
