@@ -33,12 +33,17 @@ def records_of(failures: Failure | pa.Table) -> list[Failure]:
     return [Failure(**row) for row in failures.to_pylist()]
 
 
+def after_plan(stage: str, mid: str) -> bool:
+    """Whether a failure is of a planned box (fetch or crop), which the invariant counts."""
+    return bool(mid) and stage in (STAGE_FETCH, STAGE_CROP)
+
+
 def count_failures(failures: Failure | pa.Table) -> collections.Counter:
     """A Failure or a FAILURE_SCHEMA batch -> {'stage/reason': n, AFTER_PLAN: n}."""
     counts: collections.Counter = collections.Counter()
     for f in records_of(failures):
         counts[f"{f.stage}/{f.reason}"] += 1
-        if f.mid and f.stage in (STAGE_FETCH, STAGE_CROP):
+        if after_plan(f.stage, f.mid):
             counts[AFTER_PLAN] += 1
     return counts
 

@@ -28,13 +28,11 @@ import sys
 
 import pyarrow.parquet as pq
 
-from pipelines import files, shardio
+from pipelines import failures, files, shardio
 from pipelines.write import (ATTRIBUTION_FILE, COMPLETED_FILE, FAILURES_FILE, MANIFEST_FILE,
                              REPORT_FILE)
 from schemas import examples
-from schemas.records import STAGE_CROP, STAGE_FETCH
 
-AFTER_PLAN_STAGES = (STAGE_FETCH, STAGE_CROP)  # as pipelines/failures.count_failures counts
 DIGESTED_FILES = (MANIFEST_FILE, FAILURES_FILE, ATTRIBUTION_FILE)  # build_report's file_sha256
 
 # Manifest columns that an example also holds (the rest, source, url, title and rotation,
@@ -121,9 +119,10 @@ def check_shard_digests(report: dict, info: dict, digests: dict[str, str]) -> li
     return problems
 
 
-def check_files(dataset_dir: str, report: dict) -> list[str]:
-    """manifest.parquet, failures.jsonl and ATTRIBUTION.md against the sha256 the build
-    took while writing them (`file_sha256`; reports of older builds have none)."""
+def check_files(report: dict, contents: dict[str, bytes | None]) -> list[str]:
+    """manifest.parquet, failures.jsonl and ATTRIBUTION.md (`contents`, None where
+    missing) against the sha256 the build took while writing them (`file_sha256`;
+    reports of older builds have none)."""
     recorded_digests = report.get("file_sha256", {})
     if not isinstance(recorded_digests, dict):
         return [f"{REPORT_FILE}: file_sha256 is not a mapping of file names to sha256"]
@@ -133,17 +132,16 @@ def check_files(dataset_dir: str, report: dict) -> list[str]:
             problems.append(f"{REPORT_FILE}: file_sha256 names {name!r}, not one of "
                             f"{', '.join(DIGESTED_FILES)}")
             continue
-        path = files.join_path(dataset_dir, name)
-        if not files.exists(path):
+        if contents[name] is None:
             problems.append(f"{name}: missing")
             continue
-        digest = hashlib.sha256(files.read_bytes(path)).hexdigest()
+        digest = hashlib.sha256(contents[name]).hexdigest()
         if digest != recorded:
             problems.append(f"{name}: sha256 {digest}, {REPORT_FILE} says {recorded}")
     return problems
 
 
-def check_invariant(dataset_dir: str, report: dict, manifest_rows: int) -> list[str]:
+def check_invariant(report: dict, manifest_rows: int, failure_lines: bytes | None) -> list[str]:
     """The build's invariant, recounted from the files: planned boxes = examples (rows of
     the manifest) + fetch and crop failures of planned boxes (records of failures.jsonl),
     with nothing lost, and as the report says."""
@@ -154,14 +152,12 @@ def check_invariant(dataset_dir: str, report: dict, manifest_rows: int) -> list[
         return [f"{REPORT_FILE} has no invariant to check (planned_boxes, examples, "
                 f"fetch_and_crop_failures and lost, as whole numbers)"]
     after_plan, problems = 0, []
-    path = files.join_path(dataset_dir, FAILURES_FILE)
-    if files.exists(path):
-        for n, line in enumerate(files.read_bytes(path).splitlines(), 1):
-            try:
-                record = json.loads(line)
-                after_plan += bool(record.get("mid")) and record.get("stage") in AFTER_PLAN_STAGES
-            except (ValueError, AttributeError):
-                problems.append(f"{FAILURES_FILE} line {n} is not a failure record")
+    for n, line in enumerate((failure_lines or b"").splitlines(), 1):
+        try:
+            record = json.loads(line)
+            after_plan += failures.after_plan(record.get("stage"), record.get("mid"))
+        except (ValueError, AttributeError):
+            problems.append(f"{FAILURES_FILE} line {n} is not a failure record")
     for what, counted, said in (("examples", manifest_rows, inv.get("examples")),
                                 ("fetch and crop failures", after_plan,
                                  inv.get("fetch_and_crop_failures"))):
@@ -175,6 +171,10 @@ def check_invariant(dataset_dir: str, report: dict, manifest_rows: int) -> list[
     return problems
 
 
+def _read_if_there(path: str) -> bytes | None:
+    return files.read_bytes(path) if files.exists(path) else None
+
+
 def changed_columns(manifest_row: dict, shard_row: dict) -> list[str]:
     """The shared columns in which an example differs from its manifest row."""
     return [c for c in SHARED_COLUMNS if manifest_row.get(c) != shard_row.get(c)]
@@ -186,8 +186,11 @@ def verify(dataset_dir: str) -> dict:
     if not files.exists(files.join_path(dataset_dir, COMPLETED_FILE)):
         problems.append("no COMPLETED marker: the build did not finish")
     info = json.loads(files.read_bytes(files.join_path(dataset_dir, "dataset_info.json")))
-    manifest = pq.read_table(io.BytesIO(files.read_bytes(
-        files.join_path(dataset_dir, MANIFEST_FILE)))).to_pylist()
+    contents = {name: _read_if_there(files.join_path(dataset_dir, name))
+                for name in DIGESTED_FILES}  # each read once: parsed and hashed
+    if contents[MANIFEST_FILE] is None:
+        raise FileNotFoundError(files.join_path(dataset_dir, MANIFEST_FILE))
+    manifest = pq.read_table(io.BytesIO(contents[MANIFEST_FILE])).to_pylist()
     expected = {(r["image_id"], r["box_index"]): r for r in manifest}
     if len(expected) != len(manifest):
         problems.append(f"manifest has {len(manifest) - len(expected)} duplicate keys")
@@ -196,14 +199,14 @@ def verify(dataset_dir: str) -> dict:
     if files.exists(report_path):
         try:
             report = json.loads(files.read_bytes(report_path))
-        except ValueError as err:
-            report = {"unreadable": str(err)}
-        if not isinstance(report, dict) or "unreadable" in report:
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
             problems.append(f"{REPORT_FILE} is not a build report")
             report = {}
         problems += check_shard_digests(report, info, digests)
-        problems += check_files(dataset_dir, report)
-        problems += check_invariant(dataset_dir, report, len(manifest))
+        problems += check_files(report, contents)
+        problems += check_invariant(report, len(manifest), contents[FAILURES_FILE])
     else:
         problems.append(f"no {REPORT_FILE}: the shards' sha256 cannot be checked")
     missing = sorted(set(expected) - set(found))
