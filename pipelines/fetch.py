@@ -145,13 +145,13 @@ class Step:
 
 
 def cache_folder(source: str, config: FetchConfig) -> str:
-    """The cache folder of a source's photos and failures: its name, or for a source whose
-    URLs our flags make (a mirror: `template`, `cvdf` off its default base URL) its name
-    and a digest of those flags, so that changing them never serves the old bytes."""
+    """The cache folder of a source's photos and failures (fetch_cache.folder): for a
+    source whose URLs our flags make (a mirror: `template`, `cvdf` off its default base
+    URL), those flags' values name it too, so that changing them never serves old bytes."""
     values = [getattr(config, name) for name in _SOURCE_SETTINGS.get(source, [])]
-    if not values or (source == "cvdf" and config.cvdf_base_url == CVDF_BASE_URL):
-        return source
-    return f"{source}-{hashlib.sha256(json.dumps(values).encode()).hexdigest()[:12]}"
+    if source == "cvdf" and config.cvdf_base_url == CVDF_BASE_URL:
+        values = []
+    return fetch_cache.folder(source, values)
 
 
 def source_urls(image: ImageRow, config: FetchConfig) -> list[tuple[str, str]]:
@@ -209,6 +209,7 @@ class Fetcher:
         self._http = fetch_http.Client(config, self.count, clock)
         self._placeholders = set(config.placeholder_sha256)
         self._sleep, self._clock = sleep, clock
+        self._folders = {s: cache_folder(s, config) for s in SOURCES}
 
     def close(self) -> None:
         self._http.close()
@@ -348,7 +349,7 @@ class Fetcher:
         return FetchFailed(job.last[0], "; ".join(job.tried), job.last[2])
 
     def _folder(self, source: str) -> str:
-        return cache_folder(source, self.config)
+        return self._folders[source]
 
     def _settings(self, reason: str, image: ImageRow, source: str) -> dict:
         """The values of the settings a final `reason` depends on (the table says which).

@@ -16,6 +16,7 @@ business (schemas/failures.py); pipelines/fetch.py decides whether a record stil
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,14 @@ CACHE_VERSION = 2
 def cache_path(root: str, source: str, image_id: str) -> str:
     """Where a photo's cache entries live, less the suffix (.img, .failed.json)."""
     return os.path.join(root, source, image_id[:2], image_id)
+
+
+def folder(source: str, settings: list) -> str:
+    """A source's cache folder: its name, or with settings that make its URLs (a mirror's
+    base URL or template) its name and their digest."""
+    if not settings:
+        return source
+    return f"{source}-{hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]}"
 
 
 def cached_photo_paths(root: str, source: str, image_id: str) -> list[str]:
