@@ -539,14 +539,15 @@ def _soft_convert(text: pa.Table, soft: dict[str, pa.DataType]) -> pa.Table:
     problems = [""] * text.num_rows
     for name, arrow_type in soft.items():
         column = text[name]
-        bad = _value_problems(column, arrow_type)
-        if bad:
+        try:  # the common case: the column converts, in one cast
+            converted = _cast(column, arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             values = column.to_pylist()
-            for i, problem in bad:
+            for i, problem in _value_problems(column, arrow_type):
                 values[i] = ""
                 problems[i] = problems[i] or f"{name} {problem}"
-            column = pa.chunked_array([pa.array(values, pa.string())])
-        text = text.set_column(text.column_names.index(name), name, _cast(column, arrow_type))
+            converted = _cast(pa.chunked_array([pa.array(values, pa.string())]), arrow_type)
+        text = text.set_column(text.column_names.index(name), name, converted)
     return text.append_column("problem", pa.array(problems, pa.string()))
 
 
