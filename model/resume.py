@@ -147,6 +147,16 @@ def early_stopping_state(values: list[float], phase_start: int) -> tuple[float |
     return float(values[best]), len(values) - max(best + 1, phase_start)
 
 
+def _backed_up_epoch(path: str) -> int | None:
+    """The finished epoch a BackupAndRestore metadata file records; None if it is missing
+    or unreadable."""
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class Backup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore that restores before `fit`, so the run knows where it resumes (to
     cut the history back and rebuild early stopping), and keeps its files after `fit`:
@@ -155,11 +165,12 @@ class Backup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str):
         super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
         self._restored = False
-        self._metadata = os.path.join(backup_dir, "training_metadata.json")  # Keras's name
 
     def has_state(self) -> bool:
-        """Whether a finished epoch was backed up (the metadata is written after the weights)."""
-        return os.path.exists(self._metadata)
+        """Whether a finished epoch was backed up and can be read back (the metadata is
+        written after the weights; a kill while it was rewritten leaves the previous one)."""
+        return (_backed_up_epoch(self._training_metadata_path) is not None
+                or _backed_up_epoch(self._prev_training_metadata_path) is not None)
 
     def restore(self, model: keras.Model) -> int:
         """Load the last backup into the compiled model -> epochs it had finished (0: none)."""
@@ -167,9 +178,13 @@ class Backup(keras.callbacks.BackupAndRestore):
         self._restored = True
         if not self.has_state():  # no backup, or a kill before its first metadata
             return 0
+        if _backed_up_epoch(self._training_metadata_path) is None:
+            # Keras rewrites the metadata in place (truncate, then write): a kill between
+            # the two leaves it empty. Fall back one epoch, as Keras does for spoiled weights.
+            shutil.copy(self._prev_weights_path, self._weights_path)
+            shutil.copy(self._prev_training_metadata_path, self._training_metadata_path)
         super().on_train_begin()  # weights and optimizer; a spoiled file falls back one epoch
-        with open(self._metadata) as f:
-            return int(json.load(f)["epoch"])
+        return _backed_up_epoch(self._training_metadata_path) or 0
 
     def on_train_begin(self, logs=None):
         if not self._restored:

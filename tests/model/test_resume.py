@@ -117,3 +117,39 @@ def test_the_csv_log_is_cut_back_to_the_backed_up_epochs(tmp_path):
         f.write("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n")
     resume.trim_csv(path, 2)
     assert open(path).read().splitlines() == ["epoch,loss", "0,0.5", "1,0.4"]
+
+
+def _tiny_model():
+    import keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_a_kill_while_keras_rewrites_the_metadata_falls_back_one_epoch(tmp_path):
+    """Keras truncates training_metadata.json, then writes it: a SIGKILL in between leaves
+    it empty. The run resumes from the previous epoch's pair, or, with none, from scratch
+    (and so takes its pretrained weights), instead of failing on the empty file."""
+    import numpy as np
+    backup_dir = str(tmp_path / "backup")
+    model = _tiny_model()
+    saver = resume.Backup(backup_dir)
+    saver.set_model(model)
+    for epoch, value in ((1, 1.0), (2, 2.0)):
+        model.set_weights([np.full((2, 1), value, "float32"), np.zeros(1, "float32")])
+        saver._current_epoch = epoch
+        saver._save_model()
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    open(metadata, "w").close()  # the kill: truncated, not yet written
+
+    restored = _tiny_model()
+    backup = resume.Backup(backup_dir)
+    assert backup.has_state()
+    assert backup.restore(restored) == 1
+    assert restored.get_weights()[0].tolist() == [[1.0], [1.0]]
+
+    os.remove(metadata + ".bkp")
+    open(metadata, "w").close()  # the same kill after the first epoch: no earlier pair
+    fresh = resume.Backup(backup_dir)
+    assert not fresh.has_state()
+    assert fresh.restore(_tiny_model()) == 0
