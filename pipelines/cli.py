@@ -173,6 +173,10 @@ def _serve_flags(p: Parser) -> None:
     _add(g, "--storm_rate", "answer this fraction of all requests 429 with Retry-After",
          0.0, type=float)
     _add(g, "--retry_after", "the Retry-After of --storm_rate's 429s", "1")
+    _add(g, "--rate_limit", "serve this many requests a second at most (a token bucket); "
+                            "answer the rest 429 with Retry-After (0: no limit)", 0.0, type=float)
+    _add(g, "--rate_burst", "the bucket's size (default: one second of --rate_limit)", None,
+         type=float)
 
 
 COMMANDS: dict[str, Command] = {

@@ -8,7 +8,10 @@ faulted apart from the others). Faults are injected per ImageID (or for a determ
 fraction of ImageIDs) on chosen routes, so tests can check that each one becomes the
 right failure reason, and that a fallback source rescues it. Host-wide behaviours model
 a whole host in trouble: a 429 storm (`storm_rate` of all requests answered 429 with
-Retry-After) and an outage (every request answered 503 while `outage` is set).
+Retry-After, whatever the request rate), a rate limiter (`rate_limit`: a token bucket
+that answers 429 with the whole seconds until its next token to requests above the rate,
+as real hosts throttle bulk clients) and an outage (every request answered 503 while
+`outage` is set).
 
     open-sandwiches serve-images demo_out/catalog --port 8000 --fault_rate 0.2
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import collections
 import email.utils
 import hashlib
+import math
 import http.server
 import os
 import socket
@@ -87,6 +91,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with srv.lock:
             srv.requests[path] += 1
             count = srv.requests[path]
+        refill_s = srv.take_token()  # on arrival, as a limiter at the host's edge counts
         if srv.latency_s:
             time.sleep(srv.latency_s)
         if path == PLACEHOLDER_PATH:
@@ -98,6 +103,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 srv.storm_answers += 1
             return self._send(429, b"Too Many Requests", "text/plain",
                               {"Retry-After": srv.storm_retry_after})
+        if refill_s:
+            return self._send(429, b"Too Many Requests", "text/plain",
+                              {"Retry-After": str(max(1, math.ceil(refill_s)))})
         route, _, name = path.strip("/").rpartition("/")
         if route.startswith("cvdf/"):
             route = "cvdf"
@@ -227,6 +235,9 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
       trickle_s: the pause between bytes of a "trickle" fault.
       storm_rate: answer this fraction of all requests (by a hash of path and count) 429
         with Retry-After `storm_retry_after`.
+      rate_limit: requests a second this host serves (0: no limit); a request that finds
+        the bucket (`rate_burst` tokens, default one second's worth) empty is answered 429
+        with Retry-After: the whole seconds until the next token, at least 1.
       outage: answer every request 503 (settable while serving).
     """
 
@@ -240,7 +251,8 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                  hang_s: float = 5.0, too_large_bytes: int = 4 << 20, port: int = 0,
                  redirects: dict[str, str] | None = None, pool: bool = False,
                  trickle_s: float = 0.2, storm_rate: float = 0.0,
-                 storm_retry_after: str = "1", outage: bool = False):
+                 storm_retry_after: str = "1", outage: bool = False,
+                 rate_limit: float = 0.0, rate_burst: float | None = None):
         super().__init__(("127.0.0.1", port), _Handler)
         self.photo_dir = photo_dir
         self.faults = dict(faults or {})
@@ -252,7 +264,10 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.latency_s, self.hang_s, self.too_large_bytes = latency_s, hang_s, too_large_bytes
         self.trickle_s, self.storm_rate, self.storm_retry_after = trickle_s, storm_rate, storm_retry_after
         self.outage = outage
-        self.active = self.max_active = self.storm_answers = 0
+        self.rate_limit = rate_limit
+        self.rate_burst = float(rate_burst if rate_burst is not None else max(1.0, rate_limit))
+        self._tokens, self._refilled = self.rate_burst, time.monotonic()
+        self.active = self.max_active = self.storm_answers = self.limited_answers = 0
         self.redirects = dict(redirects or {})
         self._pool = sorted(os.listdir(photo_dir)) if pool else []
         self.requests: collections.Counter = collections.Counter()
@@ -292,9 +307,27 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             self.faults, self.redirects, self.fault_rate = {}, {}, 0.0
             self.fault_kinds, self.fault_routes, self.latency_s = FAULTS, ("original",), 0.0
             self.storm_rate, self.storm_retry_after, self.outage = 0.0, "1", False
-            self.max_active = self.storm_answers = 0
+            self.max_active = self.storm_answers = self.limited_answers = 0
+            self.rate_limit, self.rate_burst = 0.0, 1.0
             for key, value in settings.items():
                 setattr(self, key, value)
+            self._tokens, self._refilled = self.rate_burst, time.monotonic()
+
+    def take_token(self) -> float:
+        """Under `rate_limit`: 0.0 if a token was free (and is now taken), else the
+        seconds until the next one (that request is refused and counted)."""
+        if not self.rate_limit:
+            return 0.0
+        with self.lock:
+            now = time.monotonic()
+            self._tokens = min(self.rate_burst,
+                               self._tokens + (now - self._refilled) * self.rate_limit)
+            self._refilled = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            self.limited_answers += 1
+            return (1.0 - self._tokens) / self.rate_limit
 
     def fault_for(self, route: str, image_id: str) -> str:
         if route not in self.fault_routes:
@@ -341,7 +374,8 @@ def command(args) -> int:
     server = ImageServer(photo_dir, fault_rate=args.fault_rate, fault_kinds=tuple(args.fault_kinds),
                          latency_s=args.latency_ms / 1000, port=args.port, pool=args.pool,
                          hang_s=args.hang_s, storm_rate=args.storm_rate,
-                         storm_retry_after=args.retry_after)
+                         storm_retry_after=args.retry_after, rate_limit=args.rate_limit,
+                         rate_burst=args.rate_burst)
     print(f"serving {photo_dir} on {server.base_url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -3,6 +3,7 @@ import dataclasses
 
 import apache_beam as beam
 import pytest
+import requests
 from apache_beam.transforms import window as beam_window
 
 from pipelines import fetch, netsafety
@@ -165,3 +166,44 @@ def test_outputs_keep_the_window_and_timestamp_of_their_element(photo_site, tmp_
     got = sorted(collected(tmp_path / "where.pkl"))
     assert got == sorted((image.image_id, 60 * i, 60 * i + 5)
                          for i, image in enumerate(images) if i > 0)
+
+
+def test_the_demo_rate_limiter_refuses_above_its_rate_with_whole_seconds(photo_site):
+    """The benchmark's rate-limited host: a bucket of 3 tokens refilled at 0.5 a second
+    serves 3 quick requests, then refuses with Retry-After the whole seconds until its
+    next token (2 s here), as a host throttling a bulk client does."""
+    files, srv = photo_site
+    image = image_rows(files.images_csv)[0]
+    limited = server.ImageServer(srv.photo_dir, rate_limit=0.5, rate_burst=3).start()
+    try:
+        url = _on(image, limited).original_url
+        answers = [requests.get(url, timeout=5) for _ in range(5)]
+    finally:
+        limited.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert [a.headers.get("Retry-After") for a in answers[3:]] == ["2", "2"]
+    assert limited.limited_answers == 2
+
+
+@pytest.mark.timeout(120)
+def test_against_a_rate_limiter_every_photo_arrives_and_the_host_pauses(photo_site, tmp_path):
+    """A host that serves 20 requests a second (bucket 4) and 12 photos at concurrency 8:
+    the burst is refused, the window pauses the host for Retry-After and backs it off, and
+    every photo still arrives; each 429 the server sent is one the fetcher counted."""
+    files, srv = photo_site
+    limited = server.ImageServer(srv.photo_dir, rate_limit=20, rate_burst=4).start()
+    try:
+        images = [_on(image, limited) for image in image_rows(files.images_csv)[:12]]
+        fetcher = fetch.Fetcher(fetch_test_config(tmp_path, fetch_concurrency=8,
+                                                  fetch_per_host=8, fetch_attempts=8))
+        window = Window(fetcher, 8, 8)
+        results = _run(window, images)
+        window.close()
+    finally:
+        limited.stop()
+    assert sorted(k for k, _ in results) == list(range(12))
+    assert all(isinstance(r, fetch.Fetched) for _, r in results)
+    assert limited.limited_answers >= 4  # 8 at once against 4 tokens
+    assert fetcher.stats["answers_429"] == limited.limited_answers
+    assert fetcher.stats["host_pauses"] >= 1 and fetcher.stats["host_backoffs"] >= 1
+    assert limited.total_requests() == 12 + limited.limited_answers
