@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 
@@ -72,8 +73,10 @@ def prepare_settings(settings: options.BuildSettings, opts) -> tuple[object, Bui
     """
     _, plan_config, output_dir = plan.prepare_settings(settings.plan, opts)
     d = settings.dataset
-    if d.shard_size_mb <= 0 or d.num_shards < 0:
-        raise ValueError("--shard_size_mb must be positive and --num_shards >= 0")
+    # At least one byte: a smaller size (or nan, inf) has no whole number of bytes.
+    if not (math.isfinite(d.shard_size_mb) and d.shard_size_mb * 2**20 >= 1) or d.num_shards < 0:
+        raise ValueError(f"--shard_size_mb must be a finite size of at least one byte "
+                         f"({2**-20:.1e}), not {d.shard_size_mb}, and --num_shards >= 0")
     layout = DatasetLayout(output_dir,
                            d.dataset_name or default_dataset_name(plan_config.label_set.labels),
                            d.dataset_version, d.file_format, settings.crop.image_size)

@@ -21,6 +21,7 @@ offers its n best per label (`limit_candidates`), a combiner keeps the n best of
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Iterable
 
 import numpy as np
@@ -49,7 +50,7 @@ CANDIDATES = pa.schema([("label_index", pa.int32()), (PRIORITY, pa.float64()),
 def check_fractions(fractions: Iterable[float]) -> tuple[float, float, float]:
     """Validate train/validation/test fractions: three non-negative numbers summing to 1."""
     f = tuple(float(x) for x in fractions)
-    if len(f) != 3 or any(x < 0 for x in f) or abs(sum(f) - 1.0) > 1e-6:
+    if len(f) != 3 or not all(math.isfinite(x) and x >= 0 for x in f) or abs(sum(f) - 1.0) > 1e-6:
         raise ValueError(f"--split_fractions needs three non-negative numbers (train, "
                          f"validation, test) that sum to 1, not {list(f)}")
     return f

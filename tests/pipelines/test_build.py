@@ -109,6 +109,16 @@ def test_completed_dataset_is_not_overwritten_without_the_flag(built, capsys):
     assert (folder / write.COMPLETED_FILE).exists()
 
 
+@pytest.mark.parametrize("size", ["nan", "inf", "1e-9", "0", "-1"])
+def test_a_shard_size_with_no_whole_byte_fails_before_the_pipeline(_photo_site, tmp_path, size,
+                                                                   capsys):
+    files, _ = _photo_site
+    argv = _argv(files, tmp_path / "out", tmp_path / "cache", "--shard_size_mb", size)
+    assert build.main(argv) == 2
+    assert "--shard_size_mb must be a finite size of at least one byte" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_report_reproduces_the_build_and_command_line_wins(built, _photo_site, tmp_path):
     files, out, folder = built
     _, srv = _photo_site

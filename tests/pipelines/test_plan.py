@@ -116,6 +116,8 @@ def test_main_prints_the_summary_table(small_catalog, tmp_path, capsys):
     (lambda f, t: ["--bbox_csv", str(t / "missing.csv")], "input file not found"),
     (lambda f, t: ["--bbox_csv", f.images_csv], "match no known Open Images boxes table"),
     (lambda f, t: ["--split_fractions", "0.5", "0.5", "0.5"], "sum to 1"),
+    (lambda f, t: ["--split_fractions", "nan", "0.5", "0.5"], "sum to 1"),
+    (lambda f, t: ["--split_fractions", "0.5", "nan", "0.5"], "sum to 1"),
     (lambda f, t: ["--scan_range_mb", "inf"], "--scan_range_mb must be a positive number"),
     (lambda f, t: ["--scan_range_mb", "nan"], "--scan_range_mb must be a positive number"),
 ])
