@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 from pipelines import flags
 
 ARCHS = ("simple_cnn", "mobilenet_v2", "efficientnet_b0")
 TRANSFER_ARCHS = ARCHS[1:]
+MAX_INPUT_SIZE = 4096  # build's largest --image_size
 # Fields that say how to run, not what to train: not saved, not compared on a rerun.
 RUN_OPTIONS = ("overwrite",)
 
@@ -82,9 +84,25 @@ class TrainConfig:
         if self.fine_tune_layers and self.arch not in TRANSFER_ARCHS:
             raise ValueError(f"--fine_tune_layers needs a pretrained base: --arch one of "
                              f"{TRANSFER_ARCHS}, not {self.arch!r}")
-        if not self.fine_tune_learning_rate > 0:
-            raise ValueError("--fine_tune_learning_rate must be > 0")
+        for name in ("learning_rate", "fine_tune_learning_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name} must be a finite number > 0, not {value}")
+        if not 0 <= self.dropout < 1:  # nan fails too
+            raise ValueError(f"--dropout must be at least 0 and below 1, not {self.dropout}")
+        if self.image_size:
+            self.check_input_size(self.image_size)  # 0: the crops' own
         return self
+
+    def check_input_size(self, size: int, what: str = "--image_size", hint: str = "") -> int:
+        """The model's input side: at least what the network's poolings need (8 for
+        simple_cnn's three, 32 for keras.applications backbones), at most the largest
+        crop build writes. Raw Keras errors (or running out of memory) otherwise."""
+        low = 32 if self.arch in TRANSFER_ARCHS else 8
+        if not low <= size <= MAX_INPUT_SIZE:
+            raise ValueError(f"{what} is {size}: outside {low}..{MAX_INPUT_SIZE} for --arch "
+                             f"{self.arch}{hint}")
+        return size
 
     def identity(self) -> dict:
         """What the trained model depends on: the fields a rerun must match to resume."""

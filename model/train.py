@@ -106,7 +106,8 @@ def train(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     info = data.DatasetInfo.load(config.dataset_dir)
-    size = config.image_size or info.image_size
+    size = config.image_size or config.check_input_size(
+        info.image_size, "the dataset's crop size", "; --image_size resizes the crops")
     if not info.split_sizes.get("train"):
         raise ValueError(f"{config.dataset_dir} has no training examples")
     out = config.model_dir
