@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,28 @@ def cached_photo_paths(root: str, source: str, image_id: str) -> list[str]:
     (the plain one first, then the digested ones in name order)."""
     paths = [cache_path(root, source, image_id) + ".img"]
     paths += sorted(glob.glob(cache_path(root, glob.escape(source) + "-*", image_id) + ".img"))
-    return [p for p in paths if os.path.exists(p)]
+    return [p for p in paths if os.path.isfile(p)]
+
+
+def read_regular_file(path: str) -> bytes | None:
+    """A file's bytes, or None if it is missing, unreadable or not a regular file: a FIFO
+    or device put where a cache entry belongs would otherwise block the read forever
+    (opened without blocking, then checked by fstat, so nothing can swap it in between)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read()
+    except OSError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 class Cache:
@@ -64,20 +86,20 @@ class Cache:
         return cache_path(self.root, source, image_id)
 
     def read_image(self, source: str, image_id: str) -> bytes | None:
-        try:
-            with open(self.path(source, image_id) + ".img", "rb") as f:
-                return f.read()
-        except OSError:
-            return None
+        return read_regular_file(self.path(source, image_id) + ".img")
 
     def read_failure(self, source: str, image_id: str) -> dict | None:
-        """A cached failure record of this cache's version, or None."""
+        """A cached failure record of this cache's version and shape, or None (a damaged
+        one is as good as none: the photo is asked for again, and the answer replaces it)."""
+        data = read_regular_file(self.path(source, image_id) + ".failed.json")
         try:
-            with open(self.path(source, image_id) + ".failed.json", "rb") as f:
-                record = json.loads(f.read())
-        except (OSError, ValueError):
+            record = json.loads(data) if data is not None else None
+        except ValueError:
             return None
         if not isinstance(record, dict) or record.get("version") != CACHE_VERSION:
+            return None
+        if not (isinstance(record.get("reason"), str) and isinstance(record.get("settings"), dict)
+                and all(isinstance(record.get(k, ""), str) for k in ("detail", "url"))):
             return None
         return record
 

@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -140,6 +141,43 @@ def test_failures_cached_by_an_older_version_are_not_trusted(site, tmp_path):
                    "url": image.original_url}, f)
     assert _outcome(fetch_test_config(tmp_path), image) == "original"
     assert srv.total_requests() == 1
+
+
+@pytest.mark.parametrize("record", [
+    {"version": 2, "reason": ["x"], "settings": 5},
+    {"version": 2, "reason": "not_found", "settings": None},
+    {"version": 2, "reason": "not_found", "settings": {}, "detail": 7},
+])
+def test_a_damaged_failure_record_is_as_good_as_none(site, tmp_path, record):
+    """A record of the right version but the wrong shape (edited by hand, or by another
+    tool) is ignored: the photo is asked for again, and the answer replaces the record."""
+    files, srv, images = site
+    image = images[6]
+    cache = fetch_cache.Cache(str(tmp_path / "cache"))
+    path = cache.path("original", image.image_id) + ".failed.json"
+    (tmp_path / "cache" / "original" / image.image_id[:2]).mkdir(parents=True)
+    with open(path, "w") as f:
+        json.dump(record, f)
+    assert cache.read_failure("original", image.image_id) is None
+    assert _outcome(fetch_test_config(tmp_path), image) == "original"
+    assert srv.total_requests() == 1 and _failure_file(tmp_path, "original", image) is None
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_where_a_cache_entry_belongs_is_no_entry(site, tmp_path):
+    """Reading a FIFO blocks until someone writes to it: the cache must not open one."""
+    files, srv, images = site
+    image = images[6]
+    cache = fetch_cache.Cache(str(tmp_path / "cache"))
+    base = cache.path("original", image.image_id)
+    (tmp_path / "cache" / "original" / image.image_id[:2]).mkdir(parents=True)
+    os.mkfifo(base + ".img")
+    os.mkfifo(base + ".failed.json")
+    assert cache.read_image("original", image.image_id) is None
+    assert cache.read_failure("original", image.image_id) is None
+    assert fetch_cache.cached_photo_paths(str(tmp_path / "cache"), "original", image.image_id) == []
+    assert _outcome(fetch_test_config(tmp_path), image) == "original"  # fetched, and cached
+    assert cache.read_image("original", image.image_id) == srv.photo(image.image_id)
 
 
 def test_a_cache_that_cannot_be_written_costs_no_photo(site, tmp_path):
