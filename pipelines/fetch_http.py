@@ -207,12 +207,15 @@ class Client:
         if declared is not None and not encoded:
             return self._read_exactly(url, resp, declared)
         chunks, size = [], 0
-        for chunk in resp.iter_content(1 << 16):
-            size += len(chunk)
-            if size > cap:
-                return Outcome(TOO_LARGE, f"{url}: body over --max_image_bytes {cap}",
-                               status=status)
-            chunks.append(chunk)
+        try:
+            for chunk in resp.iter_content(1 << 16):
+                size += len(chunk)
+                if size > cap:
+                    return Outcome(TOO_LARGE, f"{url}: body over --max_image_bytes {cap}",
+                                   status=status)
+                chunks.append(chunk)
+        except ValueError as err:  # a chunk size such as "-10" parses, then cannot be read
+            return Outcome(BAD_RESPONSE, f"{url}: malformed body framing: {err}", status=status)
         return Outcome(data=b"".join(chunks), status=status)
 
     def _read_exactly(self, url: str, resp: requests.Response, length: int) -> Outcome:

@@ -185,6 +185,25 @@ def test_any_answer_becomes_a_photo_or_a_failure_reason(script_server, tmp_path_
         assert isinstance(result, fetch.Fetched)
 
 
+def test_a_negative_chunk_size_is_a_bad_response(script_server, tmp_path):
+    """`-10` parses as a hexadecimal chunk size, then cannot be read: a malformed answer
+    (bad_response), not an `unexpected` ValueError."""
+    port = script_server.server_address[1]
+    image_id = f"{next(_ids):016x}"
+    with script_server.lock:
+        script_server.scripts[image_id] = [
+            (200, [("Transfer-Encoding", "chunked")], b"-10\r\n" + JPEG[:16] + b"\r\n0\r\n\r\n")]
+    fetcher = fetch.Fetcher(fetch.FetchConfig(
+        image_source=("original",), allow_private_network=True, cache_dir=str(tmp_path),
+        read_timeout_s=0.5, fetch_attempts=1))
+    try:
+        with pytest.raises(fetch.FetchFailed) as failed:
+            fetcher.fetch(_row(image_id, port))
+    finally:
+        fetcher.close()
+    assert failed.value.reason == "bad_response" and "malformed body framing" in str(failed.value)
+
+
 # ------------------------------------------------------------------ real builds
 
 HOSTILE = {"length_abc": None, "length_list": None, "retry_after_nan": None,
