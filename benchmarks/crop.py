@@ -7,9 +7,10 @@
   is built, numpy crop, PIL resize, libjpeg-turbo encode);
 - ours split in two: `decode` (crop.decode) and `post` (crop.crop_box for every box of an
   already decoded photo: cut, rotate, resize with PIL, encode);
-- floor: what no decoder that reads a baseline JPEG's entropy data in order can avoid:
-  Huffman-decoding every row down to the last one a box needs (timed as the region decoder
-  at 1/8 scale, one column wide, so inverse DCT and colour work are nil).
+- floor: what no decoder that checks a whole baseline JPEG can avoid: Huffman-decoding
+  every row of it (timed as the region decoder at 1/8 scale, one column wide, so inverse
+  DCT and colour work are nil; since 2026-12-02 it reads every file to its end, so that
+  damage below the boxes fails the photo as in a whole-image decode).
   `bound` = PIL / (floor + post): the ratio this crop core would reach with a decoder that
   cost no more than that floor, i.e. the best any decoder could do for it;
 - encode: encoding the finished 224x224 crops alone (simplejpeg). `limit` = PIL / (floor +
@@ -79,7 +80,8 @@ def baseline(data: bytes, boxes: list[Box], size: int = 224) -> list[bytes]:
 
 
 def floor(region, data: bytes, boxes: list[Box]) -> None:
-    """Entropy-decode down to the last row any box needs, and nothing else (see the doc)."""
+    """Entropy-decode the whole file, and reconstruct only one column of the rows down to
+    the last one a box needs (see the doc)."""
     rows = math.ceil(max(b.ymax for b in boxes) * 768 / 8)
     region.decode_region(data, 8, 0, 0, 1, max(rows, 1))
 

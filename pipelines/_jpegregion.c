@@ -3,16 +3,17 @@
  * Why: for a box in a photo, a whole-image decode spends most of its time on pixels the
  * crop throws away. libjpeg-turbo's libjpeg API can (1) scale by 1/2, 1/4, 1/8 in the
  * DCT domain, (2) skip the inverse DCT, upsampling and colour conversion of rows above
- * the region (jpeg_skip_scanlines) and of columns outside it (jpeg_crop_scanline), and
- * (3) stop entropy decoding at the region's last row (jpeg_abort_decompress). Entropy
- * decoding of the rows above cannot be skipped: baseline Huffman data is sequential.
+ * the region (jpeg_skip_scanlines) and of columns outside it (jpeg_crop_scanline).
+ * Entropy decoding cannot be skipped anywhere: baseline Huffman data is sequential above
+ * the region, and below it the rest is decoded (not reconstructed) to the end-of-image
+ * marker, so that damage anywhere in the file fails it, as a whole-image decode does.
  *
  * The pixels it returns are the same as a whole-image decode's at the same scale (ISLOW
  * IDCT, fancy upsampling: libjpeg-turbo's defaults, also simplejpeg's), which the tests
  * check, so whether this module is built never changes a dataset's bytes.
  *
  * Any libjpeg warning (corrupt data, a premature end of data) is an error here, as in
- * simplejpeg's strict mode: a photo that is damaged inside the region is not cropped.
+ * simplejpeg's strict mode: a damaged photo is not cropped, wherever the damage is.
  *
  * Limits (a legal progressive JPEG of a few hundred KiB can hold thousands of scans, each
  * a pass over every coefficient: seconds of CPU): a progress monitor, called by libjpeg
@@ -121,6 +122,7 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   PyObject *volatile pixels = NULL;
   PyThreadState *volatile released = NULL;
   volatile int created = 0;
+  unsigned char *volatile scratch = NULL;
   memset(&cinfo, 0, sizeof(cinfo));
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = on_error;
@@ -132,6 +134,7 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
   budget.max_blocks = max_blocks > 0 ? max_blocks : 0;
   if (setjmp(err.jump)) {
     if (released != NULL) PyEval_RestoreThread(released);
+    PyMem_RawFree(scratch);
     Py_XDECREF(pixels);
     if (created) jpeg_destroy_decompress(&cinfo);
     PyBuffer_Release(&data);
@@ -205,10 +208,32 @@ static PyObject *decode_region(PyObject *Py_UNUSED(self), PyObject *args) {
     JSAMPROW row = out + (Py_ssize_t)(cinfo.output_scanline - top) * stride;
     jpeg_read_scanlines(&cinfo, &row, 1);
   }
+  /* Rows below the region: entropy-decoded but not reconstructed, and the file read to
+   * its end-of-image marker, so that damage anywhere fails the photo here as it does in
+   * the whole-image decode: whether this module is built must not change which photos
+   * become examples. */
+  if (cinfo.output_scanline < cinfo.output_height) {
+    /* All but the last row: libjpeg-turbo skips a request that reaches the end of the
+     * image by declaring end-of-image without decoding, so the last row is read, into a
+     * row of its own (the cropped width). */
+    JDIMENSION rest = cinfo.output_height - cinfo.output_scanline - 1;
+    if (rest > 0 && jpeg_skip_scanlines(&cinfo, rest) != rest) {
+      strcpy(err.message, "could not skip past the region");
+      longjmp(err.jump, 1);
+    }
+    scratch = PyMem_RawMalloc((size_t)stride);
+    if (scratch == NULL) {
+      strcpy(err.message, "out of memory");
+      longjmp(err.jump, 1);
+    }
+    JSAMPROW row = scratch;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+    PyMem_RawFree(scratch);
+    scratch = NULL;
+  }
+  jpeg_finish_decompress(&cinfo);
   PyEval_RestoreThread(released);
   released = NULL;
-  /* Stop here: the rows below the region are never entropy-decoded. */
-  jpeg_abort_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
   PyBuffer_Release(&data);
   return Py_BuildValue("(NIiII)", pixels, (unsigned int)width, (int)height,

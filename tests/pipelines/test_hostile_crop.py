@@ -1,13 +1,13 @@
 """Hostile photos against the crop stage (issue 15, items 1, 5, 8 and 9).
 
-One real build of a small catalog whose server on 127.0.0.1 hands out, for five of its
+One real build of a small catalog whose server on 127.0.0.1 hands out, for six of its
 eight photos: a legal progressive JPEG of 1,000 scans, one of 40 scans over the decode
 budget, a PNG over the pixel limit, a photo whose decode dies of something unforeseen
-(MemoryError), and a JPEG damaged below its boxes (it crops, but no full decode of it
-works, so the photo grid cannot draw it). The build must exit 0, write COMPLETED, and end
-every box as exactly one example or one failure record with the reason. Then the pieces
-alone: both decoders stop at the same scan, the marker walk is not fooled, the bomb guard
-holds under threads, and previews skip what they cannot draw.
+(MemoryError), a JPEG damaged below its boxes (it fails to crop with either decoder), and
+a photo that crops but that the photo grid fails to draw. The build must exit 0, write
+COMPLETED, and end every box as exactly one example or one failure record with the
+reason. Then the pieces alone: both decoders stop at the same scan, the marker walk is not
+fooled, the bomb guard holds under threads, and previews skip what they cannot draw.
 """
 import dataclasses
 import io
@@ -34,8 +34,8 @@ PIXEL_LIMIT = 100_000  # the catalog's photos are 320x240 = 76,800 pixels
 
 
 def _damaged_below(data: bytes) -> bytes:
-    """An unknown marker near the end of the entropy data: libjpeg gives up there (PIL's
-    full decode fails), but a region decoder that stops above it never sees it."""
+    """An unknown marker near the end of the entropy data: libjpeg gives up there, in a
+    full decode and in the region decoder (which reads past the boxes' rows to the end)."""
     late = len(data) - len(data) // 6
     return data[:late] + b"\xff\x02" + data[late + 2:]
 
@@ -50,7 +50,7 @@ def hostile_build(tmp_path_factory):
                                   base_url=srv.base_url)
     ids = [img.image_id for img in image_rows(files.images_csv)]
     hostile = {"scans": ids[0], "pixels": ids[1], "unexpected": ids[2], "damaged": ids[3],
-               "budget": ids[5]}
+               "undrawable": ids[4], "budget": ids[5]}
     path = {k: out / "catalog" / "photos" / f"{i}.jpg" for k, i in hostile.items()}
     # 1,000 scans, within the budget (10 megasamples: 156,250 blocks) up to the scan limit
     # (14 scans of 3 x 768 blocks, 86 of 768: 98,304). 99 scans of 316x316 (under the
@@ -69,9 +69,17 @@ def hostile_build(tmp_path_factory):
             raise MemoryError("cannot allocate 2.3 GiB for the pixels")
         return real_decode(data, boxes, spec)
 
+    undrawable, real_cell = path["undrawable"].read_bytes(), preview._cell
+
+    def cell(data, *args):  # the grid's full decode failing where the crop's worked
+        if data == undrawable:
+            raise OSError("broken data stream when reading image file")
+        return real_cell(data, *args)
+
     with pytest.MonkeyPatch.context() as mp, srv:
         mp.setattr(Image, "MAX_IMAGE_PIXELS", PIXEL_LIMIT)
         mp.setattr(crop, "decode", decode)
+        mp.setattr(preview, "_cell", cell)
         rc = build.main(build_argv(files, out / "ds", out / "cache", "--image_source", "cvdf",
                                    "--cvdf_base_url", srv.base_url,
                                    "--max_jpeg_megasamples", "10"))
@@ -139,16 +147,23 @@ def test_an_unforeseen_exception_fails_the_photos_boxes_not_the_job(hostile_buil
     assert counters["crop/failed_unexpected"] == len(failed)
 
 
-def test_previews_skip_a_photo_they_cannot_draw_and_never_block_completed(hostile_build):
-    """15.8: the damaged photo crops (region decoder) but no full decode works."""
-    if crop._jpegregion is None:
-        pytest.skip("without the region decoder the damaged photo fails to crop as well")
+def test_a_photo_damaged_below_its_boxes_fails_to_crop_with_either_decoder(hostile_build):
+    """Whether the region decoder is built must not change which photos become examples:
+    it reads the entropy data below the boxes too, so the damage there fails the photo."""
     rc, files, folder, hostile = hostile_build
-    damaged = hostile["damaged"]
+    for f in _failures_of(files, folder, hostile["damaged"]):
+        assert f.reason == "not_an_image" and f.detail.startswith("JPEG does not decode: ")
+        assert "JPEG does not decode: JPEG" not in f.detail
+
+
+def test_previews_skip_a_photo_they_cannot_draw_and_never_block_completed(hostile_build):
+    """15.8: a photo that crops, but whose full decode for the photo grid fails."""
+    rc, files, folder, hostile = hostile_build
+    undrawable = hostile["undrawable"]
     outcomes = _outcomes(files, folder)
-    assert all(o == ["example"] for (i, _), o in outcomes.items() if i == damaged)
+    assert all(o == ["example"] for (i, _), o in outcomes.items() if i == undrawable)
     notes = (folder / "previews" / preview.NOTES_FILE).read_text()
-    assert f"photo {damaged}: skipped (OSError" in notes
+    assert f"photo {undrawable}: skipped (OSError: broken data stream" in notes
     assert Image.open(folder / "previews" / "photos.png").size[0] == 4 * preview.CELL
     assert rc == 0 and (folder / write.COMPLETED_FILE).exists()
 
