@@ -155,6 +155,8 @@ def _catalog_flags(p: Parser) -> None:
     _add(g, "--crlf", "CRLF line endings", False, action="store_true")
     _add(g, "--base_url", "the photo server the image table's URLs point at",
          "http://127.0.0.1:8000")
+    _add(g, "--photos", "also render the photos (into photos/, for serve-images)", False,
+         action="store_true")
 
 
 def _serve_flags(p: Parser) -> None:

@@ -206,6 +206,28 @@ def test_tensorflow_keras_and_tfds_start_quietly_in_any_process_that_imports_us(
     assert proc.stderr == "ours\n"  # TensorFlow's lines gone, our own kept
 
 
+def test_demo_catalog_with_photos_is_what_serve_images_serves(tmp_path, capsys):
+    """`demo-catalog --photos` writes the photos/ folder that `serve-images` needs, and
+    every URL of its image table is one the server answers with that photo."""
+    import requests
+    from pipelines.demo import server
+    from pipelines.scan_rows import load_image_rows
+    srv = server.ImageServer(str(tmp_path)).start()  # a free port first, for --base_url
+    try:
+        out = tmp_path / "catalog"
+        assert cli.main(["demo-catalog", "--output_dir", str(out), "--images", "3", "--photos",
+                         "--base_url", srv.base_url]) == 0
+        assert f"serve-images {out} --port {srv.server_address[1]}" in capsys.readouterr().out
+        srv.reset(photo_dir=str(out / "photos"))
+        rows = load_image_rows(str(out / "images-with-rotation.csv"))
+        assert len(rows) == 3
+        for row in rows:
+            answer = requests.get(row.original_url, timeout=10)
+            assert answer.status_code == 200 and answer.content == srv.photo(row.image_id)
+    finally:
+        srv.stop()
+
+
 def test_json_of_classes_and_metadata_list_is_one_document(capsys):
     assert cli.main(["classes", "--classes", "Sandwich", "--include_subclasses", "--json"]) == 0
     labels = json.loads(capsys.readouterr().out)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import urllib.parse
 
 import numpy as np
 
@@ -264,10 +265,13 @@ def write_full_size(out_dir: str, n_boxes: int = 14_600_000, n_images: int = 1_7
 def command(args) -> int:
     """`open-sandwiches demo-catalog` with parsed flags (pipelines/cli.py declares them)."""
     files = write_catalog(args.output_dir, args.classes, args.images, args.seed, args.version,
-                          args.box_layout, args.crlf, args.base_url)
+                          args.box_layout, args.crlf, args.base_url, photos=args.photos)
     print("wrote a catalog; plan it with:\n  open-sandwiches plan --classes "
           + " ".join(repr(c) for c in args.classes) + " " + " ".join(files.flags())
           + f" --output_dir {os.path.join(args.output_dir, 'plan')}")
+    if args.photos:
+        print(f"serve its photos (at --base_url {args.base_url}) with:\n  open-sandwiches "
+              f"serve-images {args.output_dir} --port {urllib.parse.urlsplit(args.base_url).port or 80}")
     return 0
 
 
