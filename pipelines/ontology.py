@@ -146,8 +146,9 @@ class Ontology:
             return self.aliases[folded]
         suggestions = self.suggest(q)
         hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        shown = query if len(query) <= 80 else query[:60] + f"... ({len(query):,} characters)"
         raise UnknownClassError(
-            f"{query!r} is not a boxable class in Open Images {self.version}.{hint} "
+            f"{shown!r} is not a boxable class in Open Images {self.version}.{hint} "
             f"List classes with: open-sandwiches classes --search TEXT")
 
     def suggest(self, query: str, n: int = 5) -> list[str]:

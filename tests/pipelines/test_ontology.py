@@ -68,6 +68,13 @@ def test_unknown_name_fails_with_close_matches(v7):
     assert v7.suggest("sandwhich")[0] == "Sandwich"
 
 
+def test_a_huge_unknown_name_is_shown_cut_short(v7):
+    with pytest.raises(UnknownClassError) as err:
+        v7.resolve("Hamburger" * 11_112)
+    message = str(err.value)
+    assert len(message) < 300 and "(100,008 characters)" in message
+
+
 def test_overlapping_requests_go_to_the_most_specific_class(v7):
     ls = build_label_set(v7, ["Hamburger", "Sandwich"], include_subclasses=True,
                          relabel_to_parent=True)
