@@ -32,7 +32,7 @@ import json
 import threading
 import time
 
-from pipelines import fetch_cache, fetch_http, files, keys, netsafety
+from pipelines import fetch_cache, fetch_http, files, jpegscans, keys, netsafety
 from pipelines.fetch_http import (BAD_IMAGE_ID, BAD_RESPONSE, BLOCKED_URL, CHECKSUM,  # noqa: F401
                                   CONNECTION_ERROR, HTTP_ERROR, NO_URL, NOT_AN_IMAGE, NOT_FOUND,
                                   PLACEHOLDER, RATE_LIMITED, REDIRECT_LOOP, SERVER_ERROR,
@@ -187,6 +187,10 @@ def verify(data: bytes, source: str, image: ImageRow, placeholder_digests: set[s
         return PLACEHOLDER, "body is a known placeholder image", digest
     if not looks_like_image(data):
         return NOT_AN_IMAGE, f"body starts with {data[:16]!r}", digest
+    checked = source == "original" and (image.original_size or image.original_md5)
+    if not checked and data.startswith(b"\xff\xd8") and not jpegscans.reaches_end(data):
+        # No size or MD5 to catch a short body (a Content-Length that lies low): never cache it
+        return TRUNCATED, f"JPEG of {len(data)} bytes stops before its end-of-image marker", digest
     if source == "original":
         if image.original_size and len(data) != image.original_size:
             return CHECKSUM, f"{len(data)} bytes, the table says {image.original_size}", digest
@@ -287,7 +291,8 @@ class Fetcher:
                 self.cache.write_image(self._folder(source), job.image.image_id, out.data)
                 step.result = Fetched(out.data, source, url, digest)
                 return step
-            out = fetch_http.Outcome(reason, detail, status=out.status)
+            out = fetch_http.Outcome(reason, detail, status=out.status,
+                                     retry=reason == TRUNCATED)
         wait = out.wait_s if out.wait_s is not None else self._backoff(url, job.attempt - 1)
         if out.pause:
             step.pause_s = wait

@@ -53,29 +53,59 @@ def _frame_blocks(segment: bytes) -> dict[int, int] | None:
             for c in comps}
 
 
-def _first_scan(data: bytes) -> tuple[dict[int, int], bool, bytes] | None:
-    """(blocks per component, progressive, the first scan's component ids), read segment by
-    segment from the start; None where the header is not plainly laid out (the caller then
-    walks the markers as libjpeg would)."""
+def _header(data: bytes):
+    """The header's segments from the start, as (code, offset of the marker, body), up to
+    and including the first start-of-scan; a (None, offset, b"") last where the header is
+    not plainly laid out (a standalone or restart marker, or no marker where one belongs),
+    and nothing more where the data ends first."""
     pos, end = 2, len(data)
-    blocks, progressive = None, False
-    while pos + 4 <= end and data[pos] == 0xFF:
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            yield None, pos, b""
+            return
         code = data[pos + 1]
         if code == 0xFF:  # a fill byte
             pos += 1
             continue
         if code in _STANDALONE or 0xD0 <= code <= 0xD7 or code == 0x00:
-            return None
+            yield None, pos, b""
+            return
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        segment = data[pos + 4:pos + 2 + length]
+        yield code, pos, data[pos + 4:pos + 2 + length]
+        if code == _SOS:
+            return
+        pos += 2 + length
+
+
+def _first_scan(data: bytes) -> tuple[dict[int, int], bool, bytes] | None:
+    """(blocks per component, progressive, the first scan's component ids), read segment by
+    segment from the start; None where the header is not plainly laid out (the caller then
+    walks the markers as libjpeg would)."""
+    blocks, progressive = None, False
+    for code, _, segment in _header(data):
+        if code is None:
+            return None
         if code in _SOF and blocks is None:
             blocks, progressive = _frame_blocks(segment), code in _PROGRESSIVE
             if blocks is None:
                 return None
         elif code == _SOS:
             return (blocks, progressive, segment[1:1 + 2 * segment[0]:2]) if blocks and segment else None
-        pos += 2 + length
     return None
+
+
+def reaches_end(data: bytes) -> bool:
+    """Whether a JPEG goes on past its first scan's header to an end-of-image marker. A body
+    cut short (a short Content-Length from a source with no checksum to catch it) does not:
+    entropy-coded data never holds 0xFFD9 (a 0xFF there is stuffed), and segments before
+    the scan (an EXIF thumbnail, with an end-of-image of its own) are skipped by their
+    lengths. Where the header is not plainly laid out, the decoder judges (True)."""
+    for code, pos, _ in _header(data):
+        if code is None:
+            return True
+        if code == _SOS:
+            return data.find(b"\xff\xd9", pos + 2) != -1
+    return False  # the data ends inside the header
 
 
 def _markers(data: bytes) -> tuple[np.ndarray, np.ndarray]:

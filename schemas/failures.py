@@ -117,7 +117,8 @@ _FETCH = (
            "the connection failed or was reset (DNS, refused, dropped)",
            "check the network, then rerun"),
     Reason(STAGE_FETCH, "truncated", True, False,
-           "the body ended before its Content-Length, on every attempt",
+           "the body ended before its Content-Length, or (from a source with no checksum) "
+           "a JPEG stops before its end-of-image marker, on every attempt",
            "rerun; a host that always truncates needs a fallback source"),
     Reason(STAGE_FETCH, "bad_response", False, False,
            "the answer broke HTTP: an undecodable Content-Encoding, a malformed header",

@@ -6,9 +6,11 @@
   box one example or one failure, and so do their reruns;
 - URLs that parsers read differently, and IPv6 addresses that carry private IPv4 ones.
 """
+import dataclasses
 import email.utils
 import gzip
 import http.server
+import io
 import itertools
 import json
 import socketserver
@@ -18,8 +20,9 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
-from pipelines import build, fetch, netsafety, write
+from pipelines import build, fetch, jpegscans, netsafety, write
 from pipelines.demo import photos
 from pipelines.fetch_window import Window
 from schemas import failures
@@ -202,6 +205,54 @@ def test_a_negative_chunk_size_is_a_bad_response(script_server, tmp_path):
     finally:
         fetcher.close()
     assert failed.value.reason == "bad_response" and "malformed body framing" in str(failed.value)
+
+
+def test_a_content_length_that_lies_low_is_truncated_and_never_cached(script_server, tmp_path):
+    """A host that declares 100 bytes fewer than it sends, for a source with no size or
+    MD5 in the row: the JPEG stops before its end-of-image marker, so the photo fails as
+    `truncated` after its attempts, nothing is cached, and the next source serves it."""
+    port = script_server.server_address[1]
+    liar, honest = (f"{next(_ids):016x}" for _ in range(2))
+    with script_server.lock:
+        script_server.scripts[liar] = [(200, [("Content-Length", str(len(JPEG) - 100))], JPEG)]
+        script_server.scripts[honest] = [(200, [("Content-Length", str(len(JPEG)))], JPEG)]
+    config = fetch.FetchConfig(image_source=("original", "template"), allow_private_network=True,
+                               cache_dir=str(tmp_path), read_timeout_s=0.5, fetch_attempts=2,
+                               backoff_s=0.01,
+                               url_template=f"http://127.0.0.1:{port}/h/{honest}.jpg?{{image_id}}")
+    fetcher = fetch.Fetcher(config)
+    try:
+        got = fetcher.fetch(_row(liar, port))
+    finally:
+        fetcher.close()
+    assert got.source == "template" and got.data == JPEG
+    assert script_server.served[liar] == 2  # retried: a short body may be the network's
+    assert not list(tmp_path.glob("original/*/*"))  # neither bytes nor a failure cached
+    alone = fetch.Fetcher(dataclasses.replace(config, image_source=("original",)))
+    try:
+        with pytest.raises(fetch.FetchFailed) as failed:
+            alone.fetch(_row(liar, port))
+    finally:
+        alone.close()
+    assert failed.value.reason == "truncated" and "end-of-image marker" in str(failed.value)
+
+
+def test_a_jpeg_reaches_its_end_only_past_its_first_scan():
+    data = JPEG
+    assert jpegscans.reaches_end(data)
+    assert not jpegscans.reaches_end(data[:len(data) // 2])
+    assert not jpegscans.reaches_end(data[:-2])  # the end-of-image marker itself
+    assert not jpegscans.reaches_end(data[:20])  # inside the header
+    assert jpegscans.reaches_end(data + b"\x00ftypmp42" * 100)  # a "motion photo" trailer
+    # an EXIF thumbnail (its own scan and end-of-image, inside an APP1 segment) before the
+    # frame does not make a cut photo look whole
+    out = io.BytesIO()
+    Image.new("RGB", (16, 12), (90, 30, 10)).save(out, "JPEG")
+    thumbnail = out.getvalue()
+    app1 = b"\xff\xe1" + (2 + 6 + len(thumbnail)).to_bytes(2, "big") + b"Exif\x00\x00" + thumbnail
+    with_thumbnail = data[:2] + app1 + data[2:]
+    assert jpegscans.reaches_end(with_thumbnail)
+    assert not jpegscans.reaches_end(with_thumbnail[:len(with_thumbnail) - 300])
 
 
 # ------------------------------------------------------------------ real builds
