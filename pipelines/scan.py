@@ -16,9 +16,12 @@ range size (`TableScan.bytes_covered` adds up to the file, and the scan report c
   exactly when the quotes before it are balanced (RFC 4180; an escaped quote is two
   quotes). So a first pass counts each range's quotes, and a range's start parity is the
   sum of the counts before it: a line inside a quoted title that looks like a row
-  (`\\n0123456789abcdef,...`) is never taken for one, at any range size. If no balanced
-  newline follows a boundary within 1 MiB (an unbalanced quote in a broken file), the next
-  line start is used, so one range can never swallow a file.
+  (`\\n0123456789abcdef,...`) is never taken for one, at any range size. A stray quote
+  would invert that parity for the rest of the file, so quote runs whose place shows
+  that they open or close a field re-anchor it (`quoted_at`): in a well-formed table
+  that is the plain count, and a stray quote costs only its own row (tested at any range
+  size). If no record start follows a boundary within 1 MiB, the next line start is
+  used, so one range can never swallow a file.
 
 Inside an image range, the records' ImageIDs are read with numpy before any CSV parsing,
 and only the records of wanted photos are parsed: a plan for a few classes parses a few
@@ -156,24 +159,28 @@ def record_start(f: BinaryIO, pos: int, table: TableFile, parity: int = 0) -> in
     if pos >= table.size:
         return table.size
     # A record starts at p when the byte before it is a newline outside quotes: search from
-    # pos - 1 (window[0]); quotes are counted from pos (window[1]) on, as `parity` covers
-    # everything before pos.
-    f.seek(pos - 1)
+    # pos - 1 (window[0]); quotes are counted from pos on, as `parity` covers everything
+    # before pos. A quote run that pos cuts is read whole (its start and the byte before
+    # it: `head`), so that it is classed as in record_starts.
+    back = min(pos - 1 - table.header_end, 4096) if table.quoted else 0
+    f.seek(pos - 1 - back)
+    head = f.read(back)
     limit = min(_RESYNC_LIMIT, table.size - pos + 1)
     window = f.read(min(_PROBE, limit))
-    at, quotes = 0, parity
+    run = (len(head) - len(head.rstrip(b'"')) + 1) if window[:1] == b'"' else 0  # ending at pos-1
+    first, state = back + 1, parity % 2
+    if run and window[1:2] == b'"':  # pos cuts a run: classify it from its start
+        first, state = back + 1 - run, (parity - run) % 2
     while True:
-        newline = window.find(b"\n", at)
-        if newline < 0 and len(window) < limit:  # read on, up to the resync limit
-            window += f.read(min(len(window), limit - len(window)))
-            continue
-        if newline < 0:
+        buf = np.frombuffer(head + window, np.uint8)
+        newlines = np.flatnonzero(buf[back:] == 10) + back
+        if table.quoted and len(newlines):
+            newlines = newlines[~quoted_at(buf, newlines, state, first=first)]
+        if len(newlines):  # final: a newline's state depends only on the bytes up to it
+            return min(pos + int(newlines[0]) - back, table.size)
+        if len(window) == limit:
             break
-        if table.quoted:
-            quotes += window.count(b'"', max(at, 1), newline)
-        if not quotes % 2:
-            return min(pos + newline, table.size)
-        at = newline + 1
+        window += f.read(min(len(window), limit - len(window)))  # read on, to the limit
     if len(window) < _RESYNC_LIMIT:  # reached the end of the file inside quotes
         return table.size
     newline = window.find(b"\n")  # resync: the next plain line start
@@ -197,14 +204,70 @@ def read_range(f: BinaryIO, rng: ByteRange, start_parity: int = 0,
     return start, f.read(end - start)
 
 
+def quoted_at(buf: np.ndarray, at: np.ndarray, state: int = 0, first: int = 0,
+              ahead: bool = False) -> np.ndarray:
+    """Whether each offset in `at` (sorted) lies inside a quoted field, given the state
+    before buf[first] (0: outside) and counting only the quotes from there on.
+
+    RFC 4180 alone would count quotes: a field opens and closes on odd ones, "" is an
+    escaped quote. But one stray quote (an unclosed `"title`) then inverts every record
+    boundary after it, to the end of the file. So a run of quotes whose place says what it
+    is anchors the count: an odd run right after a separator (comma, line start) and not
+    before one can only open a field (outside before it, inside after it); an odd run right
+    before a separator (comma, CR, line end) and not after one can only close a field
+    (inside before, outside after). In a well-formed table every such run is what its
+    place says, so this is the plain count. An offset's state is counted forward from the
+    last anchor before it and, with `ahead`, also back from the next anchor after it; it
+    is inside only where both say so. The two disagree only between a stray quote and the
+    anchor on its other side, and a stray quote opens no real field, so the newlines there
+    end records: the stray costs its own record (a bad row with its reason, or read as it
+    stands), never its neighbours'. Forward alone (`ahead=False`) is final as soon as the
+    bytes up to an offset are known, which a search for the next record start needs.
+    """
+    q = np.flatnonzero(buf[first:] == 34) + first
+    if not len(q):
+        return np.full(len(at), bool(state))
+    new_run = np.concatenate([[True], np.diff(q) > 1])
+    starts = q[new_run]
+    lengths = np.diff(np.append(np.flatnonzero(new_run), len(q)))
+    ends = starts + lengths
+    # the byte before each run and after it (a line start before the chunk, an end after)
+    before = buf[np.maximum(starts - 1, 0)]
+    before[starts == 0] = 10
+    after = buf[np.minimum(ends, len(buf) - 1)]
+    after[ends >= len(buf)] = 10
+    odd = (lengths & 1).astype(bool)
+    opening = (before == 44) | (before == 10)         # a comma or a line start before
+    closing = (after == 44) | (after == 13) | (after == 10)  # a comma, CR or line end after
+    opens = odd & opening & ~closing
+    closes = odd & closing & ~opening
+    anchored = opens | closes
+    flips = np.concatenate([[0], np.cumsum(odd & ~anchored)])  # unanchored odd runs before i
+    n = len(starts)
+    k = np.searchsorted(ends, at, side="right")  # runs wholly before each offset
+    # forward: from the last anchor before the offset (or the given state), then flips
+    last = np.maximum.accumulate(np.where(anchored, np.arange(n), -1))
+    prev = np.where(k > 0, last[np.maximum(k - 1, 0)], -1)
+    base = np.where(prev >= 0, opens[np.maximum(prev, 0)], state)
+    inside = (base + flips[k] - np.where(prev >= 0, flips[np.maximum(prev, 0) + 1], 0)) % 2 == 1
+    if ahead:  # back from the next anchor: its state before, less the flips in between
+        nxt = np.minimum.accumulate(np.where(anchored, np.arange(n), n)[::-1])[::-1]
+        nxt = np.append(nxt, n)[k]
+        known = nxt < n
+        backward = (closes[np.minimum(nxt, n - 1)] + flips[nxt] - flips[k]) % 2 == 1
+        # Where the two disagree a stray quote lies between, and it holds no real field
+        # open: the offset is outside.
+        inside &= ~known | backward
+    return inside
+
+
 def record_starts(data: bytes, quoted: bool) -> np.ndarray:
     """Offsets of the records in an aligned chunk (which starts a record): after every
-    newline outside quotes. Empty lines are not records."""
+    newline outside quotes (`quoted_at`). Empty lines are not records."""
     buf = np.frombuffer(data, np.uint8)
     newlines = np.flatnonzero(buf == 10)
     if quoted:
-        quotes = np.flatnonzero(buf == 34)
-        newlines = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+        newlines = newlines[~quoted_at(buf, newlines, ahead=True)]
     starts = np.concatenate([[0], newlines + 1])
     ends = np.concatenate([newlines, [len(data)]])
     lengths = ends - starts

@@ -66,20 +66,22 @@ def _hostile_copy(files, out_dir, orphan_id: str):
     forged = _csv_line([orphan_id] + body[0][1:])
     body[1][7] = f"Lunch\n{forged}\nand more"                    # a title holding a row start
     body[2][8] = "123456789012345678901234567890"                 # OriginalSize past 64 bits
+    body[3][6] = "STRAY"                                          # an author never closed:
     images = os.path.join(out_dir, "images.csv")
     with open(images, "w", newline="") as f:
-        f.write("\n".join(_csv_line(r) for r in [head] + body) + "\n")
+        f.write(("\n".join(_csv_line(r) for r in [head] + body) + "\n").replace(
+            ",STRAY,", ',"Jo Smith,'))
     from pipelines.demo.catalog import CatalogFiles
     selected = [l for l in lines if len(l.split(",")) > 2 and l.split(",")[2] in (HAMBURGER, SANDWICH)]
     return (CatalogFiles(files.class_descriptions, files.hierarchy, bbox, images), selected,
-            unparseable, body[2][0])
+            unparseable, body[2][0], [r[0] for r in body[3:]])
 
 
 @pytest.mark.parametrize("range_mb", ["64", "0.0003"])
 def test_a_build_over_hostile_tables_completes_and_accounts_for_every_box(
         photo_site, tmp_path, range_mb):
     files, srv = photo_site
-    tables, selected, unparseable, big_size_photo = _hostile_copy(
+    tables, selected, unparseable, big_size_photo, (stray, *after_stray) = _hostile_copy(
         files, tmp_path / "tables", "feedfacecafebeef")
     argv = build_argv(tables, tmp_path / "out", tmp_path / "cache", "--no_previews",
                       "--scan_range_mb", range_mb)
@@ -107,6 +109,10 @@ def test_a_build_over_hostile_tables_completes_and_accounts_for_every_box(
     assert (big_size_photo, "bad_image_row") in reasons
     detail = next(f["detail"] for f in with_box if f["image_id"] == big_size_photo)
     assert "OriginalSize" in detail
+    # the stray quote costs its own row (if its photo has selected boxes) and no other
+    assert all(r == "bad_image_row" for i, r in reasons if i == stray)
+    assert not {i for i, r in reasons if r in ("no_image_row", "bad_image_row")} & set(after_stray)
+    assert report["scan"][tables.images_csv]["rows_read"] == len(after_stray) + 4
 
 
 def _image_table(titles: list[str], forged_ids: list[str], crlf: bool) -> tuple[bytes, list]:
@@ -154,6 +160,38 @@ def test_image_rows_found_are_the_same_at_every_range_size(tmp_path_factory, tit
     assert [(i, t) for i, t, _ in got] == expected   # no forged row, no row lost
     assert {p for _, _, p in got} == {""}
     assert got == _rows_found(data, tmp, 1 << 20, wanted)
+
+
+STRAYS = {  # a row's author field, '"Jo ""JJ"", Smith"' when well-formed, made into:
+    "unclosed": '"Jo JJ Smith',           # an opening quote never closed
+    "inside": 'Jo "JJ Smith',             # a lone quote inside an unquoted field
+    "closing": 'Jo JJ Smith"',            # a closing quote that nothing opened
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(titles=st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"),
+                               max_size=25), min_size=2, max_size=10),
+       which=st.integers(0, 9), stray=st.sampled_from(sorted(STRAYS)),
+       range_bytes=st.integers(3, 3000))
+def test_a_stray_quote_costs_only_its_own_row(tmp_path_factory, titles, which, stray,
+                                              range_bytes):
+    """One stray quote used to turn every record boundary after it inside out: a review
+    lost 35 of 40 rows to one. Now it costs its own row at most (a bad row, or read as it
+    stands), every other row is found with its own title, at any range size."""
+    data, expected = _image_table(titles, [], crlf=False)
+    which %= len(expected)
+    image_id = expected[which][0].encode()
+    good = b"," + _csv_line(['Jo "JJ", Smith']).encode() + b","
+    row = data.index(b"\n" + image_id) + 1
+    at = data.index(good, row)
+    data = data[:at] + b"," + STRAYS[stray].encode() + b"," + data[at + len(good):]
+    tmp = tmp_path_factory.mktemp("stray")
+    got = _rows_found(data, tmp, range_bytes, [i for i, _ in expected])
+    others = [(i, t, p) for i, t, p in got if i != expected[which][0]]
+    assert others == [(i, t, "") for n, (i, t) in enumerate(expected) if n != which]
+    assert len(got) == len(expected)
+    assert got == _rows_found(data, tmp, 1 << 20, [i for i, _ in expected])
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
