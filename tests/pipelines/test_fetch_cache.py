@@ -129,16 +129,21 @@ def test_a_mirror_failure_is_asked_again_at_another_mirror(site, tmp_path):
     assert srv.total_requests() == 2
 
 
+def _write_failure(tmp_path, image, record: dict) -> fetch_cache.Cache:
+    """Put `record` where the cache keeps the original's failure for `image`, as is."""
+    cache = fetch_cache.Cache(str(tmp_path / "cache"))
+    (tmp_path / "cache" / "original" / image.image_id[:2]).mkdir(parents=True)
+    with open(cache.path("original", image.image_id) + ".failed.json", "w") as f:
+        json.dump(record, f)
+    return cache
+
+
 def test_failures_cached_by_an_older_version_are_not_trusted(site, tmp_path):
     """Before the table, a 5xx that outlasted its retries was cached as final."""
     files, srv, images = site
     image = images[6]
-    cache = fetch_cache.Cache(str(tmp_path / "cache"))
-    path = cache.path("original", image.image_id) + ".failed.json"
-    (tmp_path / "cache" / "original" / image.image_id[:2]).mkdir(parents=True)
-    with open(path, "w") as f:
-        json.dump({"reason": "http_error", "detail": "HTTP 503 after 4 attempts",
-                   "url": image.original_url}, f)
+    _write_failure(tmp_path, image, {"reason": "http_error", "detail": "HTTP 503 after 4 attempts",
+                                     "url": image.original_url})
     assert _outcome(fetch_test_config(tmp_path), image) == "original"
     assert srv.total_requests() == 1
 
@@ -153,11 +158,7 @@ def test_a_damaged_failure_record_is_as_good_as_none(site, tmp_path, record):
     tool) is ignored: the photo is asked for again, and the answer replaces the record."""
     files, srv, images = site
     image = images[6]
-    cache = fetch_cache.Cache(str(tmp_path / "cache"))
-    path = cache.path("original", image.image_id) + ".failed.json"
-    (tmp_path / "cache" / "original" / image.image_id[:2]).mkdir(parents=True)
-    with open(path, "w") as f:
-        json.dump(record, f)
+    cache = _write_failure(tmp_path, image, record)
     assert cache.read_failure("original", image.image_id) is None
     assert _outcome(fetch_test_config(tmp_path), image) == "original"
     assert srv.total_requests() == 1 and _failure_file(tmp_path, "original", image) is None

@@ -196,15 +196,21 @@ def test_a_negative_chunk_size_is_a_bad_response(script_server, tmp_path):
     with script_server.lock:
         script_server.scripts[image_id] = [
             (200, [("Transfer-Encoding", "chunked")], b"-10\r\n" + JPEG[:16] + b"\r\n0\r\n\r\n")]
-    fetcher = fetch.Fetcher(fetch.FetchConfig(
+    failed = _failure(fetch.FetchConfig(
         image_source=("original",), allow_private_network=True, cache_dir=str(tmp_path),
-        read_timeout_s=0.5, fetch_attempts=1))
+        read_timeout_s=0.5, fetch_attempts=1), _row(image_id, port))
+    assert failed.reason == "bad_response" and "malformed body framing" in str(failed)
+
+
+def _failure(config: fetch.FetchConfig, row: ImageRow) -> fetch.FetchFailed:
+    """The failure fetching `row` ends in (the test fails if it is fetched)."""
+    fetcher = fetch.Fetcher(config)
     try:
         with pytest.raises(fetch.FetchFailed) as failed:
-            fetcher.fetch(_row(image_id, port))
+            fetcher.fetch(row)
     finally:
         fetcher.close()
-    assert failed.value.reason == "bad_response" and "malformed body framing" in str(failed.value)
+    return failed.value
 
 
 def test_a_content_length_that_lies_low_is_truncated_and_never_cached(script_server, tmp_path):
@@ -228,13 +234,8 @@ def test_a_content_length_that_lies_low_is_truncated_and_never_cached(script_ser
     assert got.source == "template" and got.data == JPEG
     assert script_server.served[liar] == 2  # retried: a short body may be the network's
     assert not list(tmp_path.glob("original/*/*"))  # neither bytes nor a failure cached
-    alone = fetch.Fetcher(dataclasses.replace(config, image_source=("original",)))
-    try:
-        with pytest.raises(fetch.FetchFailed) as failed:
-            alone.fetch(_row(liar, port))
-    finally:
-        alone.close()
-    assert failed.value.reason == "truncated" and "end-of-image marker" in str(failed.value)
+    failed = _failure(dataclasses.replace(config, image_source=("original",)), _row(liar, port))
+    assert failed.reason == "truncated" and "end-of-image marker" in str(failed)
 
 
 def test_a_jpeg_reaches_its_end_only_past_its_first_scan():
