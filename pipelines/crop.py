@@ -276,12 +276,18 @@ def decode(data: bytes, boxes: list[Box], spec: CropSpec) -> Decoded:
                             data, factor, left, top, right, bottom, *_scan_limits(spec))
                     except _jpegregion.LimitExceeded as err:  # a backstop: the walk counts more
                         raise _over_limit(spec, *err.args) from None
+                    except ValueError:
+                        # The same verdict, but libjpeg stops at its first complaint here and
+                        # at its last there: the whole-image decode words the failure, so
+                        # failures.jsonl does not depend on which decoder is built.
+                        simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=sw,
+                                               min_height=sh)
+                        raise
                     pixels = np.frombuffer(block, np.uint8).reshape(bh, bw, 3)
                     return Decoded(pixels, width, height, orientation, sw, sh, (x, y))
                 pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=sw,
                                                 min_height=sh)
             except ValueError as err:
-                # libjpeg's own words, the same from either decoder (failures.jsonl too)
                 detail = str(err).removeprefix("JPEG does not decode: ")
                 raise DecodeError(NOT_AN_IMAGE, f"JPEG does not decode: {detail}") from None
             return Decoded(pixels, width, height, orientation, sw, sh)

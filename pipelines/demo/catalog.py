@@ -269,9 +269,10 @@ def command(args) -> int:
     print("wrote a catalog; plan it with:\n  open-sandwiches plan --classes "
           + " ".join(repr(c) for c in args.classes) + " " + " ".join(files.flags())
           + f" --output_dir {os.path.join(args.output_dir, 'plan')}")
-    if args.photos:
+    url = urllib.parse.urlsplit(args.base_url)
+    if args.photos and url.scheme == "http" and url.hostname == "127.0.0.1":
         print(f"serve its photos (at --base_url {args.base_url}) with:\n  open-sandwiches "
-              f"serve-images {args.output_dir} --port {urllib.parse.urlsplit(args.base_url).port or 80}")
+              f"serve-images {args.output_dir} --port {url.port or 80}")
     return 0
 
 

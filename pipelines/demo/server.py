@@ -253,6 +253,8 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                  trickle_s: float = 0.2, storm_rate: float = 0.0,
                  storm_retry_after: str = "1", outage: bool = False,
                  rate_limit: float = 0.0, rate_burst: float | None = None):
+        self.rate_limit, self.rate_burst = rate_limit, rate_burst
+        self._check_bucket()  # before the socket is bound: a bad value leaves nothing open
         super().__init__(("127.0.0.1", port), _Handler)
         self.photo_dir = photo_dir
         self.faults = dict(faults or {})
@@ -264,9 +266,6 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.latency_s, self.hang_s, self.too_large_bytes = latency_s, hang_s, too_large_bytes
         self.trickle_s, self.storm_rate, self.storm_retry_after = trickle_s, storm_rate, storm_retry_after
         self.outage = outage
-        self.rate_limit = rate_limit
-        self.rate_burst = float(rate_burst if rate_burst is not None else max(1.0, rate_limit))
-        self._tokens, self._refilled = self.rate_burst, time.monotonic()
         self.active = self.max_active = self.storm_answers = self.limited_answers = 0
         self.redirects = dict(redirects or {})
         self._pool = sorted(os.listdir(photo_dir)) if pool else []
@@ -308,10 +307,21 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             self.fault_kinds, self.fault_routes, self.latency_s = FAULTS, ("original",), 0.0
             self.storm_rate, self.storm_retry_after, self.outage = 0.0, "1", False
             self.max_active = self.storm_answers = self.limited_answers = 0
-            self.rate_limit, self.rate_burst = 0.0, 1.0
+            self.rate_limit, self.rate_burst = 0.0, None
             for key, value in settings.items():
                 setattr(self, key, value)
-            self._tokens, self._refilled = self.rate_burst, time.monotonic()
+            self._check_bucket()
+
+    def _check_bucket(self) -> None:
+        """Fill the bucket; its size defaults to one second of `rate_limit` (at least one
+        token: a bucket that never holds a whole one would refuse every request)."""
+        if not (math.isfinite(self.rate_limit) and self.rate_limit >= 0):
+            raise ValueError(f"rate_limit must be a number >= 0, not {self.rate_limit}")
+        if self.rate_burst is None:
+            self.rate_burst = max(1.0, self.rate_limit)
+        if not (math.isfinite(self.rate_burst) and self.rate_burst >= 1):
+            raise ValueError(f"rate_burst must be at least 1 token, not {self.rate_burst}")
+        self._tokens, self._refilled = float(self.rate_burst), time.monotonic()
 
     def take_token(self) -> float:
         """Under `rate_limit`: 0.0 if a token was free (and is now taken), else the

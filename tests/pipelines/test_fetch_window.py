@@ -185,6 +185,26 @@ def test_the_demo_rate_limiter_refuses_above_its_rate_with_whole_seconds(photo_s
     assert limited.limited_answers == 2
 
 
+@pytest.mark.parametrize("settings", [{"rate_limit": 10, "rate_burst": 0.5},
+                                      {"rate_limit": -1}, {"rate_limit": float("nan")}])
+def test_a_bucket_that_could_never_serve_is_refused(photo_site, settings):
+    files, srv = photo_site
+    with pytest.raises(ValueError, match="rate_"):
+        server.ImageServer(srv.photo_dir, **settings)
+
+
+def test_a_reset_bucket_holds_one_second_of_its_rate(photo_site):
+    files, srv = photo_site
+    own = server.ImageServer(srv.photo_dir)
+    try:
+        own.reset(rate_limit=20)
+        assert own.rate_burst == 20
+        own.reset()
+        assert (own.rate_limit, own.rate_burst) == (0.0, 1.0)
+    finally:
+        own.server_close()
+
+
 @pytest.mark.timeout(120)
 def test_against_a_rate_limiter_every_photo_arrives_and_the_host_pauses(photo_site, tmp_path):
     """A host that serves 20 requests a second (bucket 4) and 12 photos at concurrency 8:

@@ -113,7 +113,8 @@ def test_damage_anywhere_fails_the_photo_with_either_decoder(region, monkeypatch
     noise.save(out, "JPEG", quality=90)
     flipped = bytearray(out.getvalue())
     flipped[-40] ^= 0xFF  # a review's case: "34 extraneous bytes before marker 0xd9"
-    damaged_below = [tail, bytes(flipped)]
+    marker = bytes(data[:len(data) * 5 // 6]) + b"\xff\x02" + bytes(data[len(data) * 5 // 6 + 2:])
+    damaged_below = [tail, bytes(flipped), marker]  # marker: libjpeg warns, then errors
     with_region = [crop.crop_photo(d, [b], 0, crop.CropSpec(image_size=32))[0][1]
                    for d in damaged_below for b in (top, bottom)]
     monkeypatch.setattr(crop, "_jpegregion", None)
