@@ -17,11 +17,14 @@ range size (`TableScan.bytes_covered` adds up to the file, and the scan report c
   quotes). So a first pass counts each range's quotes, and a range's start parity is the
   sum of the counts before it: a line inside a quoted title that looks like a row
   (`\\n0123456789abcdef,...`) is never taken for one, at any range size. A stray quote
-  would invert that parity for the rest of the file, so quote runs whose place shows
-  that they open or close a field re-anchor it (`quoted_at`): in a well-formed table
-  that is the plain count, and a stray quote costs only its own row (tested at any range
-  size). If no record start follows a boundary within 1 MiB, the next line start is
-  used, so one range can never swallow a file.
+  would invert that parity for the rest of the file, so each run of quotes is classed by
+  the bytes around it (`quoted_at`): one that can only open or close a field re-anchors
+  the state, one inside a field (never in well-formed CSV) is ignored. In a well-formed
+  table that is the plain count; the first pass gives each range's effect on the state
+  (`quote_state`), and a stray quote costs only its own row, at any range size, unless a
+  quoted field beside it starts or ends with a line break or comma (such quotes cannot
+  tell which way they face). If no record start follows a boundary within 1 MiB, the
+  next line start is used, so one range can never swallow a file.
 
 Inside an image range, the records' ImageIDs are read with numpy before any CSV parsing,
 and only the records of wanted photos are parsed: a plan for a few classes parses a few
@@ -52,6 +55,9 @@ MAX_RANGES = 100_000  # per table, however small --scan_range_mb (each is a Beam
 # Lines of one box-table chunk that may fail alone (found by halving the chunk) before the
 # cause is taken to be something other than bad lines, and the chunk's error raised.
 MAX_UNREADABLE_LINES = 1000
+# An image table's quoting state at a byte (see quoted_at): (1 inside a quoted field, else
+# 0; whether the last quote run that anchored it opened a field).
+QuoteState = tuple[int, bool]
 _QUOTED = re.compile(r'^"(.*)"$', re.DOTALL)
 
 
@@ -135,49 +141,87 @@ def split_ranges(table: TableFile, range_bytes: int = DEFAULT_RANGE_BYTES) -> li
             for i, s in enumerate(starts)]
 
 
-def quote_count(f: BinaryIO, rng: ByteRange) -> int:
-    """Quotes in the range's raw bytes: the first pass of an image table's scan."""
-    f.seek(rng.start)
-    count, left = 0, rng.end - rng.start
-    while left > 0:
-        block = f.read(min(left, 8 << 20))
-        if not block:
+def quote_state(f: BinaryIO, rng: ByteRange) -> tuple[bool, int, bool]:
+    """The first pass of an image table's scan: what the range does to the quoting state
+    (`quoted_at`'s rule), as (anchored, state, opened): anchored, the state after the
+    range whatever it was before (a quote run in it opens or closes a field), and whether
+    its last anchor opens one; else the parity by which it flips the state before it.
+    `states_before` chains them. A quote run belongs
+    to the range its first quote is in, and is read whole with the bytes around it."""
+    table = rng.table
+    lead = 1 if rng.start > table.header_end else 0  # the byte before: context only
+    f.seek(rng.start - lead)
+    data = f.read(rng.end - rng.start + lead)
+    tail = b""
+    while data.endswith(b'"') and not tail.strip(b'"'):  # a run running on past the end
+        more = f.read(64)
+        if not more:
             break
-        count += block.count(b'"')
-        left -= len(block)
-    return count
+        tail += more
+    if data.find(b'"', lead) < 0:
+        return False, 0, False
+    buf = np.frombuffer(data + tail if tail else data, np.uint8)
+    first = lead
+    if lead and buf[0] == 34:  # the rest of a run that began in the range before
+        later = np.flatnonzero(buf[lead:] != 34)
+        first = lead + (int(later[0]) if len(later) else len(buf) - lead)
+    # Only the runs after the last anchor count: look in the range's last MiB first (from
+    # a byte that is no quote, so that no run is cut), and in all of it only if need be.
+    last_mib = max(first, len(data) - (1 << 20))
+    while last_mib > first and buf[last_mib - 1] == 34:
+        last_mib -= 1
+    for start in dict.fromkeys((last_mib, first)):  # the last MiB, then (if need be) all
+        starts, _, opens, closes, flips = _quote_runs(buf, start, owned=len(data))
+        anchored = np.flatnonzero(opens | closes)
+        if len(anchored):
+            last = int(anchored[-1])
+            return (True, int(opens[last] + flips[len(starts)] - flips[last + 1]) % 2,
+                    bool(opens[last]))
+    return False, int(flips[len(starts)]) % 2, False
 
 
-def record_start(f: BinaryIO, pos: int, table: TableFile, parity: int = 0) -> int:
+def states_before(summaries: list[tuple[bool, int, bool]]) -> list[QuoteState]:
+    """The quoting state at each range's start and at the last one's end, from the ranges'
+    `quote_state`s in order (outside, after no anchor, at the table's start)."""
+    out, state, opened = [], 0, False
+    for anchored, value, last_opened in summaries:
+        out.append((state, opened))
+        state, opened = (value, last_opened) if anchored else (state ^ value, opened)
+    return out + [(state, opened)]
+
+
+def record_start(f: BinaryIO, pos: int, table: TableFile,
+                 state: QuoteState = (0, False)) -> int:
     """The first record start at or after `pos` (table.size if none).
 
     Args:
-      parity: for quoted tables, the number of quotes in [header_end, pos), modulo 2.
+      state: for quoted tables, the quoting state at pos (`states_before`).
     """
     if pos <= table.header_end:
         return table.header_end
     if pos >= table.size:
         return table.size
     # A record starts at p when the byte before it is a newline outside quotes: search from
-    # pos - 1 (window[0]); quotes are counted from pos on, as `parity` covers everything
-    # before pos. A quote run that pos cuts is read whole (its start and the byte before
-    # it: `head`), so that it is classed as in record_starts.
-    back = min(pos - 1 - table.header_end, 4096) if table.quoted else 0
-    f.seek(pos - 1 - back)
-    head = f.read(back)
+    # pos - 1 (window[0]). `state` holds every quote run that starts before pos, whole
+    # (quote_state's ownership), so the rest of a run that pos cuts is skipped. A newline
+    # is judged as record_starts judges it, once an anchor after it (or the file's end) is
+    # in the window: a later byte can change it no more.
+    f.seek(pos - 1)
     limit = min(_RESYNC_LIMIT, table.size - pos + 1)
     window = f.read(min(_PROBE, limit))
-    run = (len(head) - len(head.rstrip(b'"')) + 1) if window[:1] == b'"' else 0  # ending at pos-1
-    first, state = back + 1, parity % 2
-    if run and window[1:2] == b'"':  # pos cuts a run: classify it from its start
-        first, state = back + 1 - run, (parity - run) % 2
+    first = 1
+    if window[:1] == b'"':
+        first = len(window) - len(window[1:].lstrip(b'"'))
     while True:
-        buf = np.frombuffer(head + window, np.uint8)
-        newlines = np.flatnonzero(buf[back:] == 10) + back
+        buf = np.frombuffer(window, np.uint8)
+        newlines = np.flatnonzero(buf == 10)
         if table.quoted and len(newlines):
-            newlines = newlines[~quoted_at(buf, newlines, state, first=first)]
-        if len(newlines):  # final: a newline's state depends only on the bytes up to it
-            return min(pos + int(newlines[0]) - back, table.size)
+            inside, settled = quoted_at(buf, newlines, state[0], first=first, ahead=True,
+                                        opened=state[1], known=True)
+            at_end = pos - 1 + len(window) >= table.size
+            newlines = newlines[~inside & (settled | at_end)]
+        if len(newlines):
+            return min(pos + int(newlines[0]), table.size)
         if len(window) == limit:
             break
         window += f.read(min(len(window), limit - len(window)))  # read on, to the limit
@@ -187,51 +231,37 @@ def record_start(f: BinaryIO, pos: int, table: TableFile, parity: int = 0) -> in
     return table.size if newline < 0 else min(pos + newline, table.size)
 
 
-def read_range(f: BinaryIO, rng: ByteRange, start_parity: int = 0,
-               end_parity: int = 0) -> tuple[int, bytes]:
+def read_range(f: BinaryIO, rng: ByteRange, start_state: QuoteState = (0, False),
+               end_state: QuoteState = (0, False)) -> tuple[int, bytes]:
     """The bytes of the records a range owns, and the offset where they begin.
 
     Args:
-      start_parity, end_parity: quotes before rng.start and rng.end, modulo 2 (quoted
-        tables only; from `quote_count` over the earlier ranges).
+      start_state, end_state: the quoting state at rng.start and rng.end (quoted tables
+        only; `states_before` of the ranges' `quote_state`s).
     """
     table = rng.table
-    start = record_start(f, rng.start, table, start_parity)
-    end = record_start(f, rng.end, table, end_parity) if rng.end < table.size else table.size
+    start = record_start(f, rng.start, table, start_state)
+    end = record_start(f, rng.end, table, end_state) if rng.end < table.size else table.size
     if end <= start:
         return start, b""
     f.seek(start)
     return start, f.read(end - start)
 
 
-def quoted_at(buf: np.ndarray, at: np.ndarray, state: int = 0, first: int = 0,
-              ahead: bool = False) -> np.ndarray:
-    """Whether each offset in `at` (sorted) lies inside a quoted field, given the state
-    before buf[first] (0: outside) and counting only the quotes from there on.
-
-    RFC 4180 alone would count quotes: a field opens and closes on odd ones, "" is an
-    escaped quote. But one stray quote (an unclosed `"title`) then inverts every record
-    boundary after it, to the end of the file. So a run of quotes whose place says what it
-    is anchors the count: an odd run right after a separator (comma, line start) and not
-    before one can only open a field (outside before it, inside after it); an odd run right
-    before a separator (comma, CR, line end) and not after one can only close a field
-    (inside before, outside after). In a well-formed table every such run is what its
-    place says, so this is the plain count. An offset's state is counted forward from the
-    last anchor before it and, with `ahead`, also back from the next anchor after it; it
-    is inside only where both say so. The two disagree only between a stray quote and the
-    anchor on its other side, and a stray quote opens no real field, so the newlines there
-    end records: the stray costs its own record (a bad row with its reason, or read as it
-    stands), never its neighbours'. Forward alone (`ahead=False`) is final as soon as the
-    bytes up to an offset are known, which a search for the next record start needs.
-    """
+def _quote_runs(buf: np.ndarray, first: int = 0, owned: int | None = None):
+    """The runs of quotes in buf[first:owned] (owned: runs must start before it; their
+    ends and the byte after them may lie beyond), classed by the bytes around them (see
+    `quoted_at`): (starts, ends, opens, closes, flips), where flips[i] counts the runs
+    before run i that flip the state without anchoring it (odd, separators both sides)."""
     q = np.flatnonzero(buf[first:] == 34) + first
-    if not len(q):
-        return np.full(len(at), bool(state))
-    new_run = np.concatenate([[True], np.diff(q) > 1])
+    new_run = np.concatenate([[True], np.diff(q) > 1]) if len(q) else np.zeros(0, bool)
     starts = q[new_run]
-    lengths = np.diff(np.append(np.flatnonzero(new_run), len(q)))
+    lengths = np.diff(np.append(np.flatnonzero(new_run), len(q))).astype(np.int64)
+    if owned is not None:
+        keep = starts < owned
+        starts, lengths = starts[keep], lengths[keep]
     ends = starts + lengths
-    # the byte before each run and after it (a line start before the chunk, an end after)
+    # the byte before each run and after it (a line start before buf, a line end after)
     before = buf[np.maximum(starts - 1, 0)]
     before[starts == 0] = 10
     after = buf[np.minimum(ends, len(buf) - 1)]
@@ -241,23 +271,64 @@ def quoted_at(buf: np.ndarray, at: np.ndarray, state: int = 0, first: int = 0,
     closing = (after == 44) | (after == 13) | (after == 10)  # a comma, CR or line end after
     opens = odd & opening & ~closing
     closes = odd & closing & ~opening
-    anchored = opens | closes
-    flips = np.concatenate([[0], np.cumsum(odd & ~anchored)])  # unanchored odd runs before i
+    flips = np.concatenate([[0], np.cumsum(odd & opening & closing)])
+    return starts, ends, opens, closes, flips
+
+
+def quoted_at(buf: np.ndarray, at: np.ndarray, state: int = 0, first: int = 0,
+              ahead: bool = False, opened: bool = False, known: bool = False):
+    """Whether each offset in `at` (sorted) lies inside a quoted field, given the state
+    before buf[first] (0: outside) and counting only the quotes from there on.
+
+    RFC 4180 alone would count quotes: a field opens and closes on odd ones, "" is an
+    escaped quote. But one stray quote (an unclosed `"title`) then inverts every record
+    boundary after it, to the end of the file. So each run of quotes is classed by the
+    bytes around it. An odd run right after a separator (comma, line start) and not before
+    one can only open a field (outside before it, inside after it); an odd run right before
+    a separator (comma, CR, line end) and not after one can only close a field (inside
+    before, outside after): both anchor the state. An odd run with a separator on each
+    side is ambiguous and flips it, as in RFC 4180. An odd run with neither is no part of
+    well-formed CSV at all (a quote inside a field is doubled) and is ignored. In a
+    well-formed table this is the plain count.
+
+    An offset's state is counted forward from the last anchor before it and, with
+    `ahead`, also back from the next anchor after it (or from buf's end, which `ahead`
+    takes for a record start, outside). The two disagree only where an anchor around the
+    offset is a stray, and which one shows: an opening anchor followed by another opening
+    (or the end) never closed, so the count back holds; a closing anchor after a closing
+    (or the start) closed nothing, so the count forward holds; between a closing and an
+    opening anchor the stray is an ambiguous run, and the offset is taken for outside.
+    `state` and `opened` describe buf[first]: the state there, and whether the last anchor
+    before it opened a field. With `known`, also return whether each offset has an anchor
+    after it in buf: only then does a later byte no longer change its answer.
+    """
+    starts, ends, opens, closes, flips = _quote_runs(buf, first)
     n = len(starts)
+    if not n:
+        # no anchor: forward says `state`, and back from the end (with `ahead`) outside
+        inside = np.full(len(at), bool(state) and not ahead)
+        return (inside, np.zeros(len(at), bool)) if known else inside
+    anchored = opens | closes
     k = np.searchsorted(ends, at, side="right")  # runs wholly before each offset
     # forward: from the last anchor before the offset (or the given state), then flips
     last = np.maximum.accumulate(np.where(anchored, np.arange(n), -1))
     prev = np.where(k > 0, last[np.maximum(k - 1, 0)], -1)
     base = np.where(prev >= 0, opens[np.maximum(prev, 0)], state)
     inside = (base + flips[k] - np.where(prev >= 0, flips[np.maximum(prev, 0) + 1], 0)) % 2 == 1
-    if ahead:  # back from the next anchor: its state before, less the flips in between
+    if ahead:  # back from the next anchor (or the end: outside), less the flips between
         nxt = np.minimum.accumulate(np.where(anchored, np.arange(n), n)[::-1])[::-1]
         nxt = np.append(nxt, n)[k]
-        known = nxt < n
-        backward = (closes[np.minimum(nxt, n - 1)] + flips[nxt] - flips[k]) % 2 == 1
-        # Where the two disagree a stray quote lies between, and it holds no real field
-        # open: the offset is outside.
-        inside &= ~known | backward
+        before_next = np.where(nxt < n, closes[np.minimum(nxt, n - 1)], False)
+        backward = (before_next + flips[nxt] - flips[k]) % 2 == 1
+        # Where the two disagree, one of the anchors around the offset is a stray. An
+        # opening quote followed by another opening (or the end) before any closing is the
+        # stray: count back. A closing quote that follows a closing (or the start) is: count
+        # forward. Otherwise the stray is an ambiguous run between: the offset is outside.
+        after_open = np.where(prev >= 0, opens[np.maximum(prev, 0)], opened)
+        inside = np.where(after_open & ~before_next, backward,
+                          np.where(~after_open & before_next, inside, inside & backward))
+        if known:
+            return inside, nxt < n
     return inside
 
 
@@ -528,7 +599,7 @@ def parse_images(data: bytes, table: TableFile, offset: int,
     if not data:
         return schema.empty_table(), 0
     starts = record_starts(data, quoted=True)
-    keep = _wanted_records(data, starts, wanted)
+    keep, ids = _wanted_records(data, starts, wanted)
     if not keep.any():
         return schema.empty_table(), len(starts)
     ends = np.append(starts[1:], len(data))[keep]
@@ -538,9 +609,11 @@ def parse_images(data: bytes, table: TableFile, offset: int,
     if not chunk.endswith(b"\n"):
         chunk += b"\n"
     parsed = _parse_image_records(chunk, table, offset, schema)
-    if parsed is None or parsed.num_rows != len(records):
-        # pyarrow split the records differently from the quote count (a quote inside an
-        # unquoted field): parse them one by one, so a broken record costs only itself.
+    if parsed is None or parsed.num_rows != len(records) or not np.array_equal(
+            np.sort(keys.image_ids_to_u64(parsed["ImageID"])[0]), np.sort(ids[keep])):
+        # pyarrow split the records differently from ours (a stray quote: it reads RFC
+        # 4180 to the letter), even into as many rows: parse them one by one, so a broken
+        # record costs only itself.
         parts = [_parse_image_records(r if r.endswith(b"\n") else r + b"\n", table,
                                       offset + int(s), schema) for r, s in zip(records, starts)]
         parsed = pa.concat_tables([
@@ -583,8 +656,10 @@ def _unparsed_row(record: bytes, reason: str, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([row], schema=schema)
 
 
-def _wanted_records(data: bytes, starts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Which records begin with the ImageID of a wanted photo."""
+def _wanted_records(data: bytes, starts: np.ndarray, wanted: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Which records begin with the ImageID of a wanted photo, and every record's leading
+    ImageID as a uint64."""
     buf = np.frombuffer(data, np.uint8)
     first = starts + (buf[starts] == 34)  # a quoted ImageID
     block = buf[np.minimum(first[:, None] + np.arange(17), len(buf) - 1)]
@@ -593,7 +668,7 @@ def _wanted_records(data: bytes, starts: np.ndarray, wanted: np.ndarray) -> np.n
     values, valid = keys.hex_block_to_u64(block[:, :16])
     found = np.minimum(np.searchsorted(wanted, values), max(len(wanted) - 1, 0))
     hit = (wanted[found] == values) if len(wanted) else np.zeros(len(values), bool)
-    return hit & valid & ends_id
+    return hit & valid & ends_id, values
 
 
 def _soft_convert(text: pa.Table, soft: dict[str, pa.DataType]) -> pa.Table:
@@ -619,11 +694,10 @@ def aligned_ranges(f: BinaryIO, table: TableFile, range_bytes: int = DEFAULT_RAN
     data). Both passes of the scan (quote counts, then records) run here in sequence; the
     Beam stages run them in parallel. For tests and tools on local tables."""
     ranges = split_ranges(table, range_bytes)
-    counts = [quote_count(f, r) if table.quoted else 0 for r in ranges]
-    before = 0
-    for rng, count in zip(ranges, counts):
-        offset, data = read_range(f, rng, before % 2, (before + count) % 2)
-        before += count
+    states = states_before([quote_state(f, r) if table.quoted else (False, 0, False)
+                            for r in ranges])
+    for i, rng in enumerate(ranges):
+        offset, data = read_range(f, rng, states[i], states[i + 1])
         yield rng, offset, data
 
 

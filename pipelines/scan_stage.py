@@ -197,11 +197,12 @@ class ScanBoxes(beam.PTransform):
 
 
 class _CountQuotes(beam.DoFn):
-    """The first pass over an image table: each range's quotes (for record boundaries)."""
+    """The first pass over an image table: what each range does to the quoting state
+    (for record boundaries)."""
 
     def process(self, rng: scan.ByteRange):
         with files.open_binary(rng.table.path) as f:
-            yield (rng.table.path, rng.index), scan.quote_count(f, rng)
+            yield (rng.table.path, rng.index), scan.quote_state(f, rng)
 
 
 class _ReadImageRanges(beam.DoFn):
@@ -216,10 +217,9 @@ class _ReadImageRanges(beam.DoFn):
 
     def process(self, rng: scan.ByteRange, wanted: np.ndarray, quotes: dict):
         start = time.perf_counter()
-        before = sum(quotes[(rng.table.path, i)] for i in range(rng.index))
-        own = quotes[(rng.table.path, rng.index)]
+        states = scan.states_before([quotes[(rng.table.path, i)] for i in range(rng.index + 1)])
         with files.open_binary(rng.table.path) as f:
-            offset, data = scan.read_range(f, rng, before % 2, (before + own) % 2)
+            offset, data = scan.read_range(f, rng, states[-2], states[-1])
         parsed, n = scan.parse_images(data, rng.table, offset, wanted)
         images = scan_rows.image_batch(parsed)
         failed = int(np.count_nonzero(images["problem"].to_numpy(zero_copy_only=False) != ""))

@@ -115,7 +115,8 @@ def test_a_build_over_hostile_tables_completes_and_accounts_for_every_box(
     assert report["scan"][tables.images_csv]["rows_read"] == len(after_stray) + 4
 
 
-def _image_table(titles: list[str], forged_ids: list[str], crlf: bool) -> tuple[bytes, list]:
+def _image_table(titles: list[str], forged_ids: list[str], crlf: bool,
+                 author: str = 'Jo "JJ", Smith') -> tuple[bytes, list]:
     """An image table whose titles hold quotes, commas, newlines and forged row starts."""
     eol = "\r\n" if crlf else "\n"
     lines, expected = [",".join(IMAGE_COLUMNS)], []
@@ -125,7 +126,7 @@ def _image_table(titles: list[str], forged_ids: list[str], crlf: bool) -> tuple[
             fake = forged_ids[i % len(forged_ids)]
             title = f"{title}\n{fake},train,http://evil/{fake}.jpg,x,y,z,A,T,1,m,,0\n"
         fields = [image_id, "train", f"http://h/{image_id}.jpg", "http://l", "lic", "http://a",
-                  'Jo "JJ", Smith', title, "12", "AAAAAAAAAAAAAAAAAAAAAA==", "", "0.0"]
+                  author, title, "12", "AAAAAAAAAAAAAAAAAAAAAA==", "", "0.0"]
         lines.append(_csv_line(fields))
         expected.append((image_id, title))
     return eol.join(lines).encode(), expected
@@ -162,27 +163,36 @@ def test_image_rows_found_are_the_same_at_every_range_size(tmp_path_factory, tit
     assert got == _rows_found(data, tmp, 1 << 20, wanted)
 
 
-STRAYS = {  # a row's author field, '"Jo ""JJ"", Smith"' when well-formed, made into:
+STRAYS = {  # a row's author field made into:
     "unclosed": '"Jo JJ Smith',           # an opening quote never closed
     "inside": 'Jo "JJ Smith',             # a lone quote inside an unquoted field
     "closing": 'Jo JJ Smith"',            # a closing quote that nothing opened
 }
+AUTHORS = ['Jo "JJ", Smith', "Jo Smith"]  # quoted in every other row, or nowhere
+
+
+# A quoted title that starts or ends with a line break or a comma has quotes with a
+# separator on both sides, which cannot tell which way they face: beside a stray quote such
+# a title may be cut (scan.quoted_at). Open Images titles are one line.
+ONE_WAY_TITLES = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"),
+                         max_size=25).filter(
+    lambda t: not (t.startswith(("\n", ",")) or t.endswith(("\n", ","))))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(titles=st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"),
-                               max_size=25), min_size=2, max_size=10),
+@given(titles=st.lists(ONE_WAY_TITLES, min_size=2, max_size=10),
        which=st.integers(0, 9), stray=st.sampled_from(sorted(STRAYS)),
-       range_bytes=st.integers(3, 3000))
-def test_a_stray_quote_costs_only_its_own_row(tmp_path_factory, titles, which, stray,
+       author=st.sampled_from(AUTHORS), range_bytes=st.integers(3, 3000))
+def test_a_stray_quote_costs_only_its_own_row(tmp_path_factory, titles, which, stray, author,
                                               range_bytes):
     """One stray quote used to turn every record boundary after it inside out: a review
     lost 35 of 40 rows to one. Now it costs its own row at most (a bad row, or read as it
-    stands), every other row is found with its own title, at any range size."""
-    data, expected = _image_table(titles, [], crlf=False)
+    stands), every other row is found with its own title, at any range size, whether or
+    not other quoted fields follow it."""
+    data, expected = _image_table(titles, [], crlf=False, author=author)
     which %= len(expected)
     image_id = expected[which][0].encode()
-    good = b"," + _csv_line(['Jo "JJ", Smith']).encode() + b","
+    good = b"," + _csv_line([author]).encode() + b","
     row = data.index(b"\n" + image_id) + 1
     at = data.index(good, row)
     data = data[:at] + b"," + STRAYS[stray].encode() + b"," + data[at + len(good):]
@@ -191,7 +201,8 @@ def test_a_stray_quote_costs_only_its_own_row(tmp_path_factory, titles, which, s
     others = [(i, t, p) for i, t, p in got if i != expected[which][0]]
     assert others == [(i, t, "") for n, (i, t) in enumerate(expected) if n != which]
     assert len(got) == len(expected)
-    assert got == _rows_found(data, tmp, 1 << 20, [i for i, _ in expected])
+    # the same rows at any range size (a bad row comes after its chunk's good ones)
+    assert sorted(got) == sorted(_rows_found(data, tmp, 1 << 20, [i for i, _ in expected]))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
