@@ -146,8 +146,8 @@ def quote_state(f: BinaryIO, rng: ByteRange) -> tuple[bool, int, bool]:
     (`quoted_at`'s rule), as (anchored, state, opened): anchored, the state after the
     range whatever it was before (a quote run in it opens or closes a field), and whether
     its last anchor opens one; else the parity by which it flips the state before it.
-    `states_before` chains them. A quote run belongs
-    to the range its first quote is in, and is read whole with the bytes around it."""
+    `states_before` chains them. A quote run belongs to the range its first quote is in,
+    and is read whole with the bytes around it."""
     table = rng.table
     lead = 1 if rng.start > table.header_end else 0  # the byte before: context only
     f.seek(rng.start - lead)
