@@ -214,12 +214,23 @@ class _ReadImageRanges(beam.DoFn):
         self._rows_out = Metrics.counter("scan_images", "images_matched")
         self._failed = Metrics.counter("scan_images", "failures")
         self._busy_ms = Metrics.distribution("timing", "scan_images_ms")
+        self._chained: dict = {}
+
+    def _states(self, path: str, quotes: dict) -> list:
+        """Every range's quoting state at its start, chained once per table and side input
+        (each range doing it for the ranges before it was quadratic in their number)."""
+        held = self._chained.get(path)
+        if held is None or held[0] is not quotes:  # a new side input: chain it again
+            n = sum(1 for p, _ in quotes if p == path)
+            held = self._chained[path] = (
+                quotes, scan.states_before([quotes[(path, i)] for i in range(n)]))
+        return held[1]
 
     def process(self, rng: scan.ByteRange, wanted: np.ndarray, quotes: dict):
         start = time.perf_counter()
-        states = scan.states_before([quotes[(rng.table.path, i)] for i in range(rng.index + 1)])
+        states = self._states(rng.table.path, quotes)
         with files.open_binary(rng.table.path) as f:
-            offset, data = scan.read_range(f, rng, states[-2], states[-1])
+            offset, data = scan.read_range(f, rng, states[rng.index], states[rng.index + 1])
         parsed, n = scan.parse_images(data, rng.table, offset, wanted)
         images = scan_rows.image_batch(parsed)
         failed = int(np.count_nonzero(images["problem"].to_numpy(zero_copy_only=False) != ""))
