@@ -52,9 +52,8 @@ def _cached_photo(cache_dir: str, image_id: str, source: str = "",
     two `--url_template`s has a folder each, and only one holds what the build used."""
     for src in ([source] if source else fetch.SOURCES):
         for path in fetch_cache.cached_photo_paths(cache_dir, src, image_id):
-            with open(path, "rb") as f:
-                data = f.read()
-            if not sha256 or hashlib.sha256(data).hexdigest() == sha256:
+            data = fetch_cache.read_regular_file(path)  # the cache's own rule for its files
+            if data is not None and (not sha256 or hashlib.sha256(data).hexdigest() == sha256):
                 return data
     return None
 
