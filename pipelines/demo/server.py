@@ -254,7 +254,7 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                  storm_retry_after: str = "1", outage: bool = False,
                  rate_limit: float = 0.0, rate_burst: float | None = None):
         self.rate_limit, self.rate_burst = rate_limit, rate_burst
-        self._check_bucket()  # before the socket is bound: a bad value leaves nothing open
+        self._fill_bucket()  # before the socket is bound: a bad value leaves nothing open
         super().__init__(("127.0.0.1", port), _Handler)
         self.photo_dir = photo_dir
         self.faults = dict(faults or {})
@@ -310,11 +310,12 @@ class ImageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             self.rate_limit, self.rate_burst = 0.0, None
             for key, value in settings.items():
                 setattr(self, key, value)
-            self._check_bucket()
+            self._fill_bucket()
 
-    def _check_bucket(self) -> None:
-        """Fill the bucket; its size defaults to one second of `rate_limit` (at least one
-        token: a bucket that never holds a whole one would refuse every request)."""
+    def _fill_bucket(self) -> None:
+        """Check the limiter's settings and fill its bucket, whose size defaults to one
+        second of `rate_limit` (at least one token: a bucket that never holds a whole one
+        would refuse every request)."""
         if not (math.isfinite(self.rate_limit) and self.rate_limit >= 0):
             raise ValueError(f"rate_limit must be a number >= 0, not {self.rate_limit}")
         if self.rate_burst is None:
