@@ -299,10 +299,10 @@ def test_builds_survive_hostile_answers_and_so_do_their_reruns(photo_site, tmp_p
         for reason in ("bad_response", "server_error", "timeout"):
             assert counters[f"fetch/failed_{reason}"] == 1
         # the host controls reach the report: the trickle was cut, the 503s counted, and on
-        # the first run two 429s paused the host (the rerun takes those photos from cache)
+        # the first run two 429s backed the host off (the rerun takes those photos from cache)
         assert counters["fetch/deadline_cuts"] == 1 and counters["fetch/answers_5xx"] == 2
         if run == 0:
-            assert counters["fetch/answers_429"] == 2 and counters["fetch/host_pauses"] >= 1
+            assert counters["fetch/answers_429"] == 2 and counters["fetch/host_backoffs"] >= 1
         else:
             assert counters["fetch/requests"] == 4  # only the 503, gzip and trickle again
         assert set(manifest.image_id) >= {i for i, k in faults.items() if HOSTILE[k] is None}
