@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 enabled = True
 _NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
@@ -65,6 +66,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module) -> None:
+        uninstall()  # one shot: every later import goes the usual way
         module.__loader__ = self._inner  # the package sees its own loader, as always
         if module.__spec__ is not None:
             module.__spec__.loader = self._inner
@@ -73,11 +75,22 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _Hook(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` as the other finders do, with the quiet loader. It stays in place
+    until the package is loaded, not only looked up: etils (under tfds) asks
+    `importlib.util.find_spec('tensorflow')` without importing it, and a hook that left
+    then let the real import print its lines."""
+
+    def __init__(self):
+        self._searching = threading.local()  # our own find_spec below comes back here
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow" or not enabled:
+        if fullname != "tensorflow" or not enabled or getattr(self._searching, "on", False):
             return None
-        uninstall()  # one shot: the search below, and every later import, go the usual way
-        spec = importlib.util.find_spec(fullname)
+        self._searching.on = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._searching.on = False
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec

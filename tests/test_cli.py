@@ -206,6 +206,18 @@ def test_tensorflow_keras_and_tfds_start_quietly_in_any_process_that_imports_us(
     assert proc.stderr == "ours\n"  # TensorFlow's lines gone, our own kept
 
 
+def test_tensorflow_starts_quietly_after_something_only_looked_it_up():
+    """etils (under tfds, when a build writes its metadata) calls find_spec('tensorflow')
+    without importing it; the import that comes later is still filtered."""
+    code = ("import importlib.util, pipelines\n"
+            "assert importlib.util.find_spec('tensorflow') is not None\n"
+            "import tensorflow as tf, sys; print('ours', file=sys.stderr)\n"
+            "print(int(tf.constant(2) + 1))\n")
+    proc = _python(["-c", code])
+    assert proc.returncode == 0 and proc.stdout.strip() == "3", proc.stderr
+    assert proc.stderr == "ours\n"
+
+
 def test_demo_catalog_with_photos_is_what_serve_images_serves(tmp_path, capsys):
     """`demo-catalog --photos` writes the photos/ folder that `serve-images` needs, and
     every URL of its image table is one the server answers with that photo."""
