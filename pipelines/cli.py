@@ -299,7 +299,7 @@ def parse(name: str, argv: list[str]) -> argparse.Namespace:
     ours = p.flags
     argv = flags.snake_case(argv, ours)
     path, argv = flags.expand_config(argv) if spec.config else ("", argv)
-    file_argv, file_beam = _config_file(name, path, ours) if path else ([], [])
+    file_argv, file_beam = _config_file(name, path, p) if path else ([], [])
     args, rest = p.parse_known_args(file_argv + argv)
     args.config = path
     if spec.beam:
@@ -315,15 +315,16 @@ def parse(name: str, argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _config_file(name: str, path: str, ours: list[str]) -> tuple[list[str], list[str]]:
-    """A --config file's argv for our flags and for Beam's (checked against Beam)."""
+def _config_file(name: str, path: str, p: Parser) -> tuple[list[str], list[str]]:
+    """A --config file's argv for our flags (those of parser `p`) and for Beam's (checked
+    against Beam)."""
     if not COMMANDS[name].beam:
-        return flags.config_argv(path, ours)[0], []
+        return flags.config_argv(path, p.flags, single=p.single)[0], []
     from pipelines import options
     ignore = options.flag_names("build") if name == "plan" else ()  # a build's config plans too
-    ours_argv, values = flags.config_argv(path, ours, options.beam_knows, ignore)
+    ours_argv, values = flags.config_argv(path, p.flags, options.beam_knows, ignore, p.single)
     beam = options.beam_argv_of(values)
-    options.check_beam_args(beam, ours, source=path)
+    options.check_beam_args(beam, p.flags, source=path)
     return ours_argv, beam
 
 

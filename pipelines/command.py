@@ -29,6 +29,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, name: str, description: str, example: str, usage: str = ""):
         self.flags: list[str] = []
+        self.single: set[str] = set()  # flags that take exactly one value
         super().__init__(prog=f"open-sandwiches {name}", description=wrap(description),
                          usage=f"%(prog)s {usage or '[flags]'}",
                          epilog="example:\n" + "\n".join(f"  {line}" for line in
@@ -37,8 +38,13 @@ class Parser(argparse.ArgumentParser):
                          allow_abbrev=False)
 
     def add_argument(self, *args, **kwargs):
-        action = super().add_argument(*args, **kwargs)
+        return self.record(super().add_argument(*args, **kwargs))
+
+    def record(self, action: argparse.Action) -> argparse.Action:
+        """Note a flag (also one added through a group) in `flags` and `single`."""
         self.flags += action.option_strings
+        if isinstance(action, argparse._StoreAction) and action.nargs is None:
+            self.single.update(action.option_strings)
         return action
 
     def add_argument_group(self, *args, **kwargs):
@@ -68,9 +74,7 @@ class _Group:
         self._parser, self._group = parser, group
 
     def add_argument(self, *args, **kwargs):
-        action = self._group.add_argument(*args, **kwargs)
-        self._parser.flags += action.option_strings
-        return action
+        return self._parser.record(self._group.add_argument(*args, **kwargs))
 
     def __getattr__(self, name):
         return getattr(self._group, name)

@@ -242,19 +242,24 @@ def to_argv(values: Mapping[str, Any]) -> list[str]:
 
 
 def config_argv(path: str, ours: Collection[str], others: Callable[[str], bool] | None = None,
-                ignore: Collection[str] = ()) -> tuple[list[str], dict[str, Any]]:
+                ignore: Collection[str] = (), single: Collection[str] = ()
+                ) -> tuple[list[str], dict[str, Any]]:
     """A --config file's flags, checked: (our flags' argv, {key: value} of the keys that
     `others` accepts, e.g. Beam's). Keys in `ignore` (known to the tool, not to this
     command) and `config` itself are skipped; kebab-case keys are our snake-case flags.
 
     Raises:
-      UsageError: a key that is not a flag of ours (with the closest), nor of `others`.
+      UsageError: a key that is not a flag of ours (with the closest), nor of `others`;
+        a list for one of ours in `single` (flags that take one value), which argparse
+        would only call an unexpected argument.
     """
     ours_argv, other_values, unknown = {}, {}, []
     for key, value in read_config(path).items():
         name = "--" + str(key).lstrip("-")
         snake = "--" + name[2:].replace("-", "_")
         if snake in ours:
+            if snake in single and isinstance(value, (list, tuple)):
+                raise UsageError(f"{path}: {key} takes one value, not a list ({value!r})")
             ours_argv[snake[2:]] = value
         elif snake[2:] in ("config",) or snake in ignore:
             continue

@@ -116,6 +116,20 @@ def test_kebab_case_spellings_of_our_flags_are_our_flags_and_beams_flags_pass_th
         cli.parse("build", ["--temp-locaton", "gs://b/t"])
 
 
+def test_a_config_list_for_a_one_value_flag_is_named_in_the_error(tmp_path):
+    bad = tmp_path / "train.yaml"
+    bad.write_text("image_size: [1, 2]\n")
+    with pytest.raises(cli.UsageError, match=r"train.yaml: image_size takes one value, not a "
+                                             r"list \(\[1, 2\]\)"):
+        cli.parse("train", ["--config", str(bad), "--dataset_dir", "d"])
+    bad.write_text("classes: [Hamburger, Sandwich]\nseed: [1]\n")  # a list flag is fine
+    with pytest.raises(cli.UsageError, match=r"seed takes one value"):
+        cli.parse("build", ["--config", str(bad), "--output_dir", "o"])
+    bad.write_text("classes: [Hamburger, Sandwich]\n")
+    assert cli.parse("build", ["--config", str(bad), "--output_dir", "o"]).classes == [
+        "Hamburger", "Sandwich"]
+
+
 def test_config_files_refuse_unknown_keys_in_build_and_train(tmp_path):
     bad = tmp_path / "build.yaml"
     bad.write_text("classes: [Hamburger]\nmax_per_clas: 5\n")
