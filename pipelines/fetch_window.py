@@ -12,9 +12,10 @@ Per host, the window keeps a queue (retries first, then new photos) and two cont
   The 429'd photo itself waits its Retry-After in the timer heap, so no slot sleeps.
 - a pause, when the host is over its rate: when at least half of its last 32 answers
   (and at least 4) are 429s, new requests to it stop until the time the 429 asked for
-  (capped), its limit is cut to the share of them it let through, and from then on the
-  limit grows by one a second of answers rather than one an answer, probing the host's
-  rate instead of bursting into it. A 503 with Retry-After pauses the host as well. While a
+  (capped), its limit is cut to the share of them it let through (after any halving), the
+  answers are counted afresh, and until the limit is back at `per_host` it grows by one
+  a second of answers rather than one an answer, probing the host's rate instead of
+  bursting into it. A 503 with Retry-After pauses the host as well. While a
   host is paused its photos wait in its queue and other hosts' photos fill the window.
 
   Why not pause on every 429: a host that sheds a share of its load whatever the rate
@@ -97,11 +98,13 @@ class Host:
                 self.last_cut = now
                 counts.append("host_backoffs")
         elif step.answered and self.limit < self.per_host:
-            if self.rate_limited:  # probe its rate: +1 a second of answers, none for a pause
-                grow = min(1.0, max(0.0, now - max(self.grown_at, self.paused_until)))
+            if self.rate_limited:  # probe its rate: +1 a second since the last answer, at most
+                grow = min(1.0, max(0.0, now - self.grown_at))
             else:                  # +1 an answer: doubles a round
                 grow = 1.0
             self.limit = min(float(self.per_host), self.limit + grow)
+            if self.limit >= self.per_host:  # back where it started: no longer rate-limited
+                self.rate_limited = False
         if step.answered:
             self.grown_at = now
         if step.pause_s and (over_rate or not step.throttled) and now + step.pause_s > self.paused_until:
@@ -110,6 +113,7 @@ class Host:
                 if over_rate:  # send what it let through, and probe upward from there
                     self.rate_limited = True
                     self.limit = max(1.0, self.limit * (1 - share))
+                    self.answers.clear()  # the next call is on answers at the new limit
                     self.last_cut = now
                     counts.append("host_backoffs")
             self.paused_until = now + step.pause_s

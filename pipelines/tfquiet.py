@@ -106,5 +106,5 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    with contextlib.suppress(ValueError):
-        sys.meta_path.remove(_HOOK)
+    # a new list, not remove(): a search under way in another thread skips no finder
+    sys.meta_path = [f for f in sys.meta_path if f is not _HOOK]

@@ -168,11 +168,20 @@ def test_a_host_over_its_rate_is_paused_cut_to_what_it_let_through_and_probed():
     assert host.signal(_answer(0.0, throttled=True, pause_s=2.0), 0.12) == [
         "host_pauses", "host_backoffs"]
     assert host.paused_until == pytest.approx(2.12) and host.limit == 16  # 32 x (1 - 4/8)
-    host.signal(_answer(2.1), 2.22)  # first answer after the pause: 0.1 s of growth
-    assert host.limit == pytest.approx(16.1)
-    host.signal(_answer(2.3), 5.0)   # an idle spell counts as one second at most
-    assert host.limit == pytest.approx(17.1)
-    assert host.signal(_answer(5.0, throttled=True), 5.1) == [] and host.limit == pytest.approx(17.1)
+    host.signal(_answer(2.1), 2.22)  # first answer after the pause: one second at most
+    assert host.limit == pytest.approx(17)
+    host.signal(_answer(2.3), 2.72)  # half a second later: half a request more
+    assert host.limit == pytest.approx(17.5)
+    host.signal(_answer(2.8), 5.0)   # an idle spell counts as one second at most
+    assert host.limit == pytest.approx(18.5)
+    assert host.signal(_answer(5.0, throttled=True), 5.1) == [] and host.limit == pytest.approx(18.5)
+    assert len(host.answers) == 4  # the window restarted at the cut: stale 429s re-cut nothing
+    t = 5.1
+    while host.limit < 64:  # grown back to per_host: a plain host again, halved by a 429
+        t += 1.0
+        host.signal(_answer(t - 0.1), t)
+    assert not host.rate_limited
+    assert host.signal(_answer(t, throttled=True), t + 0.1) == ["host_backoffs"] and host.limit == 32
 
 
 def test_a_first_answer_429_alone_is_not_a_rate_limit_but_a_503_with_retry_after_pauses():
