@@ -60,12 +60,13 @@ from schemas.records import FetchedPhoto, ImageTask
 
 PLACEHOLDER = "http://127.0.0.1:1"
 SCENARIOS = {
-    # name: (hosts, server flags per host index, client overrides)
-    "ideal": (1, lambda i: [], {}),
-    "tail": (1, lambda i: ["--fault_rate", "0.02", "--fault_kinds", "hang", "--hang_s", "8"],
+    # name: (hosts, server flags per host index and the script's flags, client overrides)
+    "ideal": (1, lambda i, a: [], {}),
+    "tail": (1, lambda i, a: ["--fault_rate", "0.02", "--fault_kinds", "hang", "--hang_s", "8"],
              {"read_timeout_s": 5.0, "fetch_attempts": 2}),
-    "storm": (4, lambda i: ["--storm_rate", "0.2", "--retry_after", "1"] if i == 0 else [], {}),
-    "limiter": (4, lambda i: ["--rate_limit", "{limiter_rate}"] if i == 0 else [], {}),
+    "storm": (4, lambda i, a: ["--storm_rate", "0.2", "--retry_after", "1"] if i == 0 else [],
+              {}),
+    "limiter": (4, lambda i, a: ["--rate_limit", str(a.limiter_rate)] if i == 0 else [], {}),
 }
 
 
@@ -165,9 +166,8 @@ def run_scenario(name: str, files, tasks_for_host, args, work: str) -> list[tupl
     hosts, flags, overrides = SCENARIOS[name]
     if name in ("storm", "limiter"):
         hosts = args.storm_hosts
-    server_flags = lambda i: [f.format(limiter_rate=args.limiter_rate) for f in flags(i)]
     procs, bases = start_servers(os.path.dirname(files.images_csv), hosts, args.latency_ms,
-                                 server_flags)
+                                 lambda i: flags(i, args))
     rows = []
     try:
         tasks = tasks_for_host(bases)
